@@ -1,0 +1,280 @@
+"""The ``otx-nld`` command line.
+
+Every user error (bad file, bad value) ends with one ``otx-nld: error: ...`` line on stderr and
+exit code 2; outputs are written atomically, so a failed command leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from otx_nld.errors import ConfigError, OtxNldError
+
+log = logging.getLogger("otx_nld")
+
+EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1], got {value:g}")
+    return value
+
+
+def _format_name(text: str) -> str:
+    from otx_nld.data.formats import FORMATS
+
+    if text not in FORMATS:
+        raise argparse.ArgumentTypeError(f"unknown format {text!r} (choose from {', '.join(FORMATS)})")
+    return text
+
+
+# -- data commands -------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace):
+    from otx_nld.data.dataset import Dataset
+
+    def report(error) -> None:
+        print(f"otx-nld: skipped: {error}", file=sys.stderr)
+
+    return Dataset.import_from(args.src, getattr(args, "src_format", None),
+                               skip_invalid=getattr(args, "skip_invalid", False), on_skip=report)
+
+
+def _export(dataset, args: argparse.Namespace) -> None:
+    dataset.export(args.out, args.to, save_media=not args.no_media, overwrite=args.overwrite)
+
+
+def _print_counts(dataset, title: str | None = None) -> None:
+    if title:
+        print(title)
+    print(dataset.counts_table())
+
+
+def cmd_synth_dice(args: argparse.Namespace) -> int:
+    from otx_nld.data.synthetic_dice import generate_dice_dataset
+
+    out = generate_dice_dataset(args.out, num_images=args.images, seed=args.seed,
+                                overwrite=args.overwrite, progress=True)
+    print(f"wrote {args.images} images of six-sided dice to {out} (YOLO loose layout)")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    dataset = _load(args)
+    _export(dataset, args)
+    print(f"converted {len(dataset)} items, {dataset.num_boxes} boxes to {args.to} at {args.out}")
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from otx_nld.data.transforms import parse_splits, random_split, reindex_annotations
+
+    splits = parse_splits(args.splits)
+    dataset = reindex_annotations(random_split(_load(args), splits, seed=args.seed), start=args.start_id)
+    _export(dataset, args)
+    _print_counts(dataset, f"split into {', '.join(n for n, _ in splits)} (seed {args.seed}) at {args.out}:")
+    return 0
+
+
+def cmd_noise(args: argparse.Namespace) -> int:
+    from otx_nld.data.noise import TRUTH_FILENAME, NoiseSpec, synthesize_noise
+    from otx_nld.io import atomic_output_dir
+
+    spec = NoiseSpec(flip=args.flip, shift=args.shift, drop=args.drop, spawn=args.spawn,
+                     flip_rate=args.flip_rate, shift_rate=args.shift_rate, drop_rate=args.drop_rate,
+                     spawn_rate=args.spawn_rate)
+    dataset = _load(args)
+    noisy, truth = synthesize_noise(dataset, spec, subset=args.subset, seed=args.seed)
+    if not truth.changes:
+        raise ConfigError("noise: no change requested (give --flip, --shift-rate, --drop-rate or --spawn-rate ...)")
+    from otx_nld.data.formats import get_format
+
+    fmt = get_format(args.to)
+    with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
+        fmt.write(noisy, tmp, save_media=not args.no_media)
+        truth.save(tmp / TRUTH_FILENAME)
+    counts = ", ".join(f"{n} {kind}" for kind, n in truth.counts().items() if n)
+    print(f"noisy dataset at {args.out}: {counts} in subset {truth.subset!r} "
+          f"({len(truth.changes)} of {truth.num_boxes_before} boxes); truth in {Path(args.out) / TRUTH_FILENAME}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from otx_nld.data.formats import detect_format
+
+    fmt = args.src_format or detect_format(args.src)
+    dataset = _load(args)
+    if args.json:
+        print(json.dumps({"format": fmt, "labels": list(dataset.labels), "infos": dict(dataset.infos),
+                          "unique_ann_ids": dataset.has_unique_ann_ids(), "subsets": dataset.counts()}, indent=2))
+        return 0
+    print(f"{args.src}: format {fmt}, {len(dataset)} items, {dataset.num_boxes} boxes, "
+          f"{len(dataset.labels)} labels ({', '.join(dataset.labels)})")
+    if not dataset.has_unique_ann_ids():
+        print("note: annotation ids are not unique; `otx-nld data split` (or reindex) makes them unique")
+    _print_counts(dataset)
+    return 0
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from otx_nld.analysis.gallery import render_gallery
+
+    dataset = _load(args)
+    if args.subset:
+        dataset = dataset.subset(args.subset)
+    out = render_gallery(dataset, args.output, items=args.items or None, ann_ids=args.ann_ids or None,
+                         columns=args.columns)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from otx_nld.demo import run_demo
+
+    run_demo(args.output, images=args.images, seed=args.seed, flips=args.flip, overwrite=args.overwrite)
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def _add_src(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", type=Path, help="dataset directory")
+    p.add_argument("--from", dest="src_format", type=_format_name, default=None,
+                   help="input format (default: detected)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip invalid annotations (each skip is reported) instead of failing")
+
+
+def _add_out(p: argparse.ArgumentParser, default_format: str | None) -> None:
+    p.add_argument("out", type=Path, help="output directory (created atomically)")
+    if default_format is None:
+        p.add_argument("--to", type=_format_name, required=True, help="output format")
+    else:
+        p.add_argument("--to", type=_format_name, default=default_format,
+                       help=f"output format (default: {default_format})")
+    p.add_argument("--no-media", action="store_true",
+                   help="do not copy images; reference the source images by absolute path")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from otx_nld import __version__
+
+    parser = argparse.ArgumentParser(prog="otx-nld", description="Find noisy labels in detection datasets from training "
+                     "loss dynamics, and deploy the detector with OpenVINO.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run the tutorial end to end on the built-in dice dataset")
+    demo.add_argument("-o", "--output", type=Path, default=Path("outputs/demo"), help="output directory")
+    demo.add_argument("--images", type=_positive_int, default=250, help="number of dice images (default 250)")
+    demo.add_argument("--flip", type=_non_negative_int, default=4, help="training labels to flip (default 4)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    demo.set_defaults(func=cmd_demo)
+
+    data = commands.add_parser("data", help="dataset tools: synth-dice, convert, split, noise, info, gallery")
+    data_cmds = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+
+    p = data_cmds.add_parser("synth-dice", help="generate the built-in six-sided dice dataset (YOLO loose)")
+    p.add_argument("out", type=Path)
+    p.add_argument("--images", type=_positive_int, default=250, help="number of images (default 250)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    p.set_defaults(func=cmd_synth_dice)
+
+    p = data_cmds.add_parser("convert", help="convert a dataset between formats")
+    _add_src(p)
+    _add_out(p, default_format=None)
+    p.set_defaults(func=cmd_convert)
+
+    p = data_cmds.add_parser("split", help="random split into subsets, then reindex annotation ids")
+    _add_src(p)
+    _add_out(p, default_format="datumaro")
+    p.add_argument("--splits", required=True, help="NAME:RATIO,... summing to 1, e.g. train:0.5,val:0.2,test:0.3")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start-id", type=int, default=1, help="first annotation id (default 1)")
+    p.set_defaults(func=cmd_split)
+
+    p = data_cmds.add_parser("noise", help="inject flip/shift/drop/spawn label noise, write noise_truth.json")
+    _add_src(p)
+    _add_out(p, default_format="datumaro")
+    p.add_argument("--subset", default="train", help="subset to corrupt (default train)")
+    p.add_argument("--seed", type=int, default=0)
+    for kind, what in (("flip", "change the class of"), ("shift", "move/resize (IoU in [0.4, 0.7)) "),
+                       ("drop", "remove"), ("spawn", "add a spurious copy of")):
+        group = p.add_mutually_exclusive_group()
+        group.add_argument(f"--{kind}", type=_non_negative_int, default=None, metavar="N",
+                           help=f"{what} N boxes")
+        group.add_argument(f"--{kind}-rate", type=_rate, default=None, metavar="R",
+                           help=f"{what} a fraction R of the subset's boxes")
+    p.set_defaults(func=cmd_noise)
+
+    p = data_cmds.add_parser("info", help="items and boxes per subset and label")
+    _add_src(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = data_cmds.add_parser("gallery", help="draw items with their boxes into a PNG grid")
+    _add_src(p)
+    p.add_argument("-o", "--output", type=Path, required=True, help="PNG file")
+    p.add_argument("--subset", default=None, help="only items of this subset")
+    p.add_argument("--items", nargs="+", default=None, metavar="ID", help="item ids to draw")
+    p.add_argument("--ann-ids", nargs="+", type=int, default=None, metavar="ANN_ID",
+                   help="draw only these boxes (and their items)")
+    p.add_argument("--columns", type=_positive_int, default=4)
+    p.set_defaults(func=cmd_gallery)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``otx-nld``; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except OtxNldError as e:
+        print(f"otx-nld: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("otx-nld: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
