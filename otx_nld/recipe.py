@@ -63,9 +63,8 @@ class AugmentConfig(BaseModel):
 
     hflip: float = Field(0.5, ge=0, le=1)
     vflip: float = Field(0.0, ge=0, le=1)
-    scale_range: tuple[float, float] = (1.0, 1.0)  # random resize factor before the crop
-    crop: float = Field(0.0, ge=0, le=1)  # probability of a random crop
-    min_visibility: float = Field(0.5, gt=0, le=1)  # boxes cut below this kept fraction are dropped
+    scale_range: tuple[float, float] = (1.0, 1.0)  # random zoom factor (RandomAffine scale)
+    crop: float = Field(0.0, ge=0, le=1)  # probability of an SSD-style RandomIoUCrop
     brightness: float = Field(0.0, ge=0, le=1)
     contrast: float = Field(0.0, ge=0, le=1)
     saturation: float = Field(0.0, ge=0, le=1)
