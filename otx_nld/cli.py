@@ -159,6 +159,40 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from otx_nld.training.trainer import train
+
+    result = train(args.recipe, args.train_data, args.output, val_data=args.val_data, overrides=args.set,
+                   resume=args.resume)
+    best = f", best val mAP@0.5 {result.best_map50:.3f} (epoch {result.best_epoch + 1})" \
+        if result.best_map50 is not None else ""
+    print(f"trained {result.epochs} epochs ({result.iterations} iterations){best}; run in {result.out_dir}")
+    if result.datumaro_dir is not None:
+        print(f"loss statistics: {result.stats_dir} (Parquet), {result.datumaro_dir} (Datumaro)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from otx_nld.data.dataset import Dataset
+    from otx_nld.io import atomic_write_json
+    from otx_nld.training.trainer import evaluate_model, model_from_checkpoint, select_subset
+
+    model, recipe, labels = model_from_checkpoint(args.checkpoint)
+    dataset = select_subset(Dataset.import_from(args.data), args.subset, "evaluation")
+    if dataset.labels != labels:
+        raise OtxNldError(f"{args.data}: labels {list(dataset.labels)} differ from the model's {list(labels)}")
+    metrics = evaluate_model(model, recipe, dataset, progress=True)
+    report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "subset": args.subset,
+              **metrics.as_dict()}
+    if args.output:
+        atomic_write_json(args.output, report)
+    print(f"{args.subset}: {metrics.num_images} images, {metrics.num_boxes} boxes: "
+          f"mAP {metrics.map:.4f}, mAP@0.5 {metrics.map50:.4f}, mAP@0.75 {metrics.map75:.4f}")
+    for name, ap in metrics.per_class_ap50.items():
+        print(f"  {name:<16} AP@0.5 {ap:.4f}  AP {metrics.per_class_ap[name]:.4f}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from otx_nld.demo import run_demo
 
@@ -205,6 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     demo.set_defaults(func=cmd_demo)
+
+    p = commands.add_parser("train", help="train ATSS from a recipe, tracking per-annotation losses")
+    p.add_argument("recipe", help="recipe file or built-in name (atss_cpu, test_tiny, ...)")
+    p.add_argument("--train-data", type=Path, required=True, help="dataset dir; its train subset is used")
+    p.add_argument("--val-data", type=Path, default=None, help="dataset dir; its val subset is used")
+    p.add_argument("-o", "--output", type=Path, required=True, help="run directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set optimizer.lr=0.02 (repeatable)")
+    p.add_argument("--resume", type=Path, default=None, metavar="CKPT", help="continue from OUT/checkpoints/last.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("eval", help="COCO mAP of a trained model on a dataset subset")
+    p.add_argument("checkpoint", type=Path, help="checkpoint (.pt)")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory")
+    p.add_argument("--subset", default="test", help="subset to evaluate (default test)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="write the metrics as JSON here")
+    p.set_defaults(func=cmd_eval)
 
     data = commands.add_parser("data", help="dataset tools: synth-dice, convert, split, noise, info, gallery")
     data_cmds = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

@@ -34,11 +34,18 @@ class ModelConfig(BaseModel):
     weights: str | None = None  # local backbone state dict; None = random init
     fpn_channels: int = Field(64, ge=8)
     head_convs: int = Field(2, ge=1)
+    norm_groups: int = Field(32, ge=1)  # GroupNorm groups in the head; must divide fpn_channels
     topk_candidates: int = Field(9, ge=1)  # ATSS assigner k per level
     score_thresh: float = Field(0.05, ge=0, le=1)
     nms_thresh: float = Field(0.6, gt=0, le=1)
     pre_nms_top_n: int = Field(1000, ge=1)
     detections_per_img: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> ModelConfig:
+        if self.fpn_channels % self.norm_groups:
+            raise ValueError(f"norm_groups ({self.norm_groups}) must divide fpn_channels ({self.fpn_channels})")
+        return self
 
 
 class DataConfig(BaseModel):

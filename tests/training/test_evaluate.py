@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from otx_nld.train.evaluate import Prediction, coco_map
+from otx_nld.training.evaluate import Prediction, coco_map
 from tests.factories import make_dataset
 
 

@@ -1,0 +1,1 @@
+"""Training: the recipe-driven ATSS trainer, loss tracking (stats writer) and evaluation."""
