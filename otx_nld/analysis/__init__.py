@@ -1,0 +1,1 @@
+"""Analysis and reporting: galleries of items and boxes, loss curves, candidate reviews."""
