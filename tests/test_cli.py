@@ -111,3 +111,40 @@ def test_module_entry_point_exit_code(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "does not exist" in result.stderr and result.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def split_dice(dice, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli-split") / "d6s"
+    assert main(["data", "split", str(dice), str(out), "--splits", "train:0.5,val:0.2,test:0.3"]) == 0
+    return out
+
+
+def test_train_then_eval(split_dice, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "test_tiny", "--train-data", str(split_dice), "--val-data", str(split_dice),
+                 "-o", str(run), "--set", "train.epochs=1", "--set", "data.input_size=[64, 96]"]) == 0
+    assert "trained 1 epochs" in capsys.readouterr().out
+    assert (run / "noisy_label_detection" / "annotations" / "train.json").is_file()
+    report = tmp_path / "metrics.json"
+    assert main(["eval", str(run / "checkpoints" / "best.pt"), "--data", str(split_dice), "-o", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    assert metrics["subset"] == "test" and metrics["num_images"] == 6 and 0 <= metrics["map50"] <= 1
+    assert "mAP@0.5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["train", "test_tiny", "--train-data", "{data}", "-o", "{tmp}/r", "--set", "optimizer.lrr=1"],
+      "unknown key 'optimizer.lrr'"),
+     (["train", "test_tiny", "--train-data", "{data}", "-o", "{tmp}/r", "--set", "train.epochs=zero"],
+      "train.epochs: Input should be a valid integer"),
+     (["train", "nope.yaml", "--train-data", "{data}", "-o", "{tmp}/r"], "recipe file does not exist"),
+     (["train", "test_tiny", "--train-data", "{tmp}/none", "-o", "{tmp}/r"], "does not exist"),
+     (["eval", "{tmp}/missing.pt", "--data", "{data}"], "checkpoint does not exist")],
+)
+def test_train_and_eval_bad_input(split_dice, tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path, data=split_dice) for a in argv]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

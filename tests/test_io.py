@@ -52,3 +52,18 @@ def test_atomic_output_dir_rejects_a_file(tmp_path):
     with pytest.raises(OtxNldError, match="not a directory"):
         with atomic_output_dir(tmp_path / "f"):
             pass
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+        with atomic_output_dir(tmp_path / "d") as tmp:
+            (tmp / "a").write_text("")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
