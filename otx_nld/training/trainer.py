@@ -205,14 +205,14 @@ class Trainer:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        epochs = [h["epoch"] for h in history]
+        epochs = [h["epoch"] + 1 for h in history]  # 1-based, as the progress lines print them
         fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 3.6))
         for key, style in (("loss", "-"), ("loss_cls", "--"), ("loss_bbox", "--"), ("loss_centerness", ":")):
             ax_loss.plot(epochs, [h[key] for h in history], style, label=key)
         ax_loss.set_xlabel("epoch")
         ax_loss.set_ylabel("training loss")
         ax_loss.legend(fontsize=8)
-        val = [(h["epoch"], h["val_map50"], h["val_map"]) for h in history if h.get("val_map50") is not None]
+        val = [(h["epoch"] + 1, h["val_map50"], h["val_map"]) for h in history if h.get("val_map50") is not None]
         if val:
             ax_map.plot([v[0] for v in val], [v[1] for v in val], "o-", label="mAP@0.5")
             ax_map.plot([v[0] for v in val], [v[2] for v in val], "s-", label="mAP@[.5:.95]")
