@@ -240,3 +240,26 @@ def is_int(value: Any) -> bool:
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_json_box(ann: Any, required: tuple[str, ...]) -> tuple[int, tuple[float, float, float, float]]:
+    """``(ann id, (x, y, w, h))`` of a COCO/Datumaro JSON box annotation.
+
+    Checks that ``ann`` is an object with every key of ``required``, an integer ``id`` and a
+    ``bbox`` of 4 numbers with positive size; ``ValueError`` says what is wrong.
+    """
+    if not isinstance(ann, dict):
+        raise ValueError("annotation must be a JSON object")
+    for key in required:
+        if key not in ann:
+            raise ValueError(f"missing key {key!r}")
+    ann_id = ann["id"]
+    if not is_int(ann_id):
+        raise ValueError(f"'id' must be an integer, got {ann_id!r}")
+    bbox = ann["bbox"]
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
+        raise ValueError(f"bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
+    x, y, w, h = (float(v) for v in bbox)
+    if w <= 0 or h <= 0:
+        raise ValueError(f"bbox width and height must be positive, got w={w:g} h={h:g}")
+    return ann_id, (x, y, w, h)

@@ -24,6 +24,7 @@ from otx_nld.data.formats._common import (
     SkipHandler,
     check_item_id,
     dump_json,
+    parse_json_box,
     export_media,
     is_int,
     is_number,
@@ -208,26 +209,13 @@ def _is_key(value: Any) -> bool:
 
 def _parse_annotation(ann: Any, label_of: dict[Any, int], entries: dict[Any, Any]) -> tuple[Any, Box]:
     """``(image id, box)`` of one annotation; ``ValueError`` says what is wrong."""
-    if not isinstance(ann, dict):
-        raise ValueError("annotation must be a JSON object")
-    for key in ("id", "image_id", "category_id", "bbox"):
-        if key not in ann:
-            raise ValueError(f"missing key {key!r}")
-    ann_id = ann["id"]
-    if not is_int(ann_id):
-        raise ValueError(f"'id' must be an integer, got {ann_id!r}")
+    ann_id, (x, y, w, h) = parse_json_box(ann, ("id", "image_id", "category_id", "bbox"))
     image_id = ann["image_id"]
     if not _is_key(image_id) or image_id not in entries:
         raise ValueError(f"unknown image_id {image_id!r}")
     category_id = ann["category_id"]
     if not _is_key(category_id) or category_id not in label_of:
         raise ValueError(f"unknown category_id {category_id!r}")
-    bbox = ann["bbox"]
-    if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
-        raise ValueError(f"bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
-    x, y, w, h = (float(v) for v in bbox)
-    if w <= 0 or h <= 0:
-        raise ValueError(f"bbox width and height must be positive, got w={w:g} h={h:g}")
 
     attributes: dict[str, Any] = {}
     extra = ann.get("attributes")

@@ -28,6 +28,7 @@ from otx_nld.data.formats._common import (
     SkipHandler,
     check_item_id,
     dump_json,
+    parse_json_box,
     export_media,
     image_size,
     is_int,
@@ -221,23 +222,10 @@ def _image(root: Path, path: Path, subset: str, item_id: str, image: Any,
 
 def _parse_box(ann: Any, num_labels: int) -> Box:
     """A box from a ``bbox`` annotation; ``ValueError`` says what is wrong."""
-    if not isinstance(ann, dict):
-        raise ValueError("annotation must be a JSON object")
-    for key in ("id", "type", "label_id", "bbox"):
-        if key not in ann:
-            raise ValueError(f"missing key {key!r}")
-    ann_id = ann["id"]
-    if not is_int(ann_id):
-        raise ValueError(f"'id' must be an integer, got {ann_id!r}")
+    ann_id, (x, y, w, h) = parse_json_box(ann, ("id", "type", "label_id", "bbox"))
     label = ann["label_id"]
     if not is_int(label) or not 0 <= label < num_labels:
         raise ValueError(f"label_id {label!r} is not one of the {num_labels} labels")
-    bbox = ann["bbox"]
-    if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
-        raise ValueError(f"bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
-    x, y, w, h = (float(v) for v in bbox)
-    if w <= 0 or h <= 0:
-        raise ValueError(f"bbox width and height must be positive, got w={w:g} h={h:g}")
     attributes = ann.get("attributes") or {}
     if not isinstance(attributes, dict):
         raise ValueError("'attributes' must be a JSON object")
