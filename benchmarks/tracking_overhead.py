@@ -5,7 +5,7 @@ hits both alike. A tracked step does everything the trainer does: the per-annota
 rows, copying them off the graph and ``LossDynamicsTracker.record`` (Parquet chunks included).
 Target: ratio (tracking on / off) <= 1.05.
 
-    .venv/bin/python benchmarks/tracking_overhead.py [--steps 30] [--recipe atss_cpu]
+    .venv/bin/python -m benchmarks.tracking_overhead [--steps 30] [--recipe atss_cpu]
 """
 
 from __future__ import annotations
