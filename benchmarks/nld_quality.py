@@ -17,11 +17,13 @@ against the truth manifest. Results: ``benchmarks/results/nld_quality.{json,md}`
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from benchmarks._common import dice_split
-from otx_nld.data.dataset import Dataset
+from benchmarks._common import dice_split, write_results
 from otx_nld.data.noise import TRUTH_FILENAME, NoiseSpec, NoiseTruth, synthesize_noise
 
 PROTOCOLS = {
@@ -54,6 +56,92 @@ def train_run(work: Path, protocol: str, seed: int, cache: Path, overrides: list
     return run
 
 
+# (name, score, loss types, options): the candidates compared. "datumaro_ema" is the real
+# Datumaro 1.11.1 analyzer (tutorial score), run in its own venv on the Datumaro export.
+SCORE_CONFIGS: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("ema_cls (tutorial)", "ema", "cls", {}),
+    ("final_cls (final epoch)", "final", "cls", {}),
+    ("mean_cls", "mean", "cls", {}),
+    ("late_mean_cls", "late_mean", "cls", {}),
+    ("label_norm_cls", "label_norm", "cls", {}),
+    ("mean_bbox", "mean", "bbox", {}),
+    ("mean_cls+bbox", "mean", "cls+bbox", {}),
+    ("late_mean_cls+bbox", "late_mean", "cls+bbox", {}),
+    ("label_norm_cls+bbox", "label_norm", "cls+bbox", {}),
+    ("mean_cls+bbox+centerness", "mean", "cls+bbox+centerness", {}),
+    ("rank_avg", "rank_avg", "cls", {}),
+]
+
+_DATUMARO_SCRIPT = """
+import json, sys
+import datumaro as dm
+stats = dm.Dataset.import_from(sys.argv[1], "datumaro")
+analyzer = dm.LossDynamicsAnalyzer(stats, tracking_loss_type="cls")
+print(json.dumps([[c.id, c.subset, c.ann_id, c.metric] for c in analyzer.get_top_k_cands(len(stats) * 100)]))
+"""
+
+
+def datumaro_scores(run: Path) -> dict[tuple[str, str, int], float]:
+    """Every box's score from the real Datumaro 1.11.1 analyzer (EMA of cls, alpha 0.001)."""
+    from tests.datumaro_env import run_datumaro
+
+    rows = json.loads(run_datumaro(_DATUMARO_SCRIPT, run / "noisy_label_detection").stdout.strip().splitlines()[-1])
+    return {(item_id, subset, int(ann_id)): float(metric) for item_id, subset, ann_id, metric in rows}
+
+
+def analyze_run(run: Path, truth: NoiseTruth, with_datumaro: bool) -> dict[str, dict[str, Any]]:
+    """Metrics of every score config on one run."""
+    from otx_nld.analysis.loss_dynamics import LossDynamicsAnalyzer, LossStats
+    from otx_nld.analysis.metrics import evaluate_scores
+
+    stats = LossStats.load(run)
+    found = {}
+    positives = len(truth.changes) - truth.counts()["drop"]
+    for name, score, loss, options in SCORE_CONFIGS:
+        analyzer = LossDynamicsAnalyzer(stats, tracking_loss_type=loss, score=score, score_options=options)
+        found[name] = evaluate_scores(analyzer.scores(), truth, ks=[positives]).as_dict()
+    if with_datumaro:
+        found["datumaro_ema_cls (real Datumaro 1.11.1)"] = evaluate_scores(datumaro_scores(run), truth,
+                                                                            ks=[positives]).as_dict()
+    return found
+
+
+def _summary(per_run: list[dict[str, Any]], protocol: str) -> dict[str, dict[str, float]]:
+    """Mean over seeds of the headline numbers of every score."""
+    table: dict[str, dict[str, float]] = {}
+    for name in per_run[0]:
+        rows = [run[name] for run in per_run]
+        k = str(rows[0]["overall"]["positives"])
+        entry = {"precision_at_positives": statistics.mean(r["overall"]["precision_at"][k] for r in rows),
+                 "ap": statistics.mean(r["overall"]["average_precision"] for r in rows),
+                 "auroc": statistics.mean(r["overall"]["auroc"] for r in rows)}
+        if protocol == "mixed":
+            for kind in ("flip", "shift", "spawn"):
+                entry[f"auroc_{kind}"] = statistics.mean(r["per_kind"][kind]["auroc"] for r in rows)
+                entry[f"ap_{kind}"] = statistics.mean(r["per_kind"][kind]["average_precision"] for r in rows)
+        table[name] = entry
+    return table
+
+
+def _markdown(summary: dict[str, dict[str, dict[str, float]]], seeds: dict[str, int], epochs: str) -> str:
+    lines = [f"Noisy-label detection on the built-in dice set (atss_cpu, {epochs}); mean over noise seeds.", ""]
+    if "tutorial" in summary:
+        lines += [f"### tutorial protocol: 4 flipped labels, top-4 ({seeds['tutorial']} seeds)", "",
+                  "| score | precision@4 (= recall@4) | AP | AUROC |", "|---|---|---|---|"]
+        for name, e in summary["tutorial"].items():
+            lines.append(f"| {name} | {e['precision_at_positives']:.3f} | {e['ap']:.3f} | {e['auroc']:.3f} |")
+        lines.append("")
+    if "mixed" in summary:
+        lines += [f"### mixed protocol: flip, shift, spawn at 5% of training boxes each ({seeds['mixed']} seeds)", "",
+                  "| score | precision@P | AP | AUROC flip | AUROC shift | AUROC spawn | AP flip | AP shift | AP spawn |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, e in summary["mixed"].items():
+            lines.append(f"| {name} | {e['precision_at_positives']:.3f} | {e['ap']:.3f} | {e['auroc_flip']:.3f} | "
+                         f"{e['auroc_shift']:.3f} | {e['auroc_spawn']:.3f} | {e['ap_flip']:.3f} | "
+                         f"{e['ap_shift']:.3f} | {e['ap_spawn']:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -62,6 +150,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "otx-nld-nld-quality")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "otx-nld-bench")
     parser.add_argument("--set", action="append", default=[], help="recipe override for training")
+    parser.add_argument("--no-datumaro", action="store_true", help="skip the real Datumaro analyzer")
     args = parser.parse_args()
     protocols = args.protocols.split(",")
     if args.phase in ("all", "train"):
@@ -69,6 +158,28 @@ def main() -> None:
             for protocol in protocols:
                 print(f"== {protocol} seed {seed}")
                 train_run(args.work, protocol, seed, args.cache, args.set)
+    if args.phase in ("all", "analyze"):
+        results: dict[str, Any] = {"protocols": {}, "overrides": args.set}
+        summary, seeds = {}, {}
+        for protocol in protocols:
+            per_run = []
+            for seed in range(args.seeds):
+                run = args.work / f"{protocol}-{seed}" / "run"
+                if not (run / "noisy_label_detection" / "annotations" / "train.json").exists():
+                    continue
+                truth = NoiseTruth.load(args.work / f"{protocol}-{seed}" / "data" / TRUTH_FILENAME)
+                print(f"analyzing {protocol} seed {seed}")
+                per_run.append({"seed": seed, **analyze_run(run, truth, with_datumaro=not args.no_datumaro)})
+            if per_run:
+                seeds[protocol] = len(per_run)
+                scores_only = [{k: v for k, v in r.items() if k != "seed"} for r in per_run]
+                summary[protocol] = _summary(scores_only, protocol)
+                results["protocols"][protocol] = {"seeds": [r["seed"] for r in per_run], "runs": per_run,
+                                                  "summary": summary[protocol]}
+        epochs = ", ".join(args.set) if args.set else "recipe defaults"
+        table = _markdown(summary, seeds, epochs)
+        write_results("nld_quality", results, table)
+        print(table)
 
 
 if __name__ == "__main__":
