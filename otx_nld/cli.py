@@ -196,7 +196,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from otx_nld.demo import run_demo
 
-    run_demo(args.output, images=args.images, seed=args.seed, flips=args.flip, overwrite=args.overwrite)
+    run_demo(args.output, images=args.images, seed=args.seed, flips=args.flip, recipe=args.recipe,
+             overrides=args.set, overwrite=args.overwrite)
     return 0
 
 
@@ -242,11 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="run the tutorial end to end on the built-in dice dataset")
+    demo = commands.add_parser("demo", help="run the tutorial end to end on the built-in dice dataset: "
+                               "generate, split, flip labels, train with tracking, find the flips")
     demo.add_argument("-o", "--output", type=Path, default=Path("outputs/demo"), help="output directory")
     demo.add_argument("--images", type=_positive_int, default=250, help="number of dice images (default 250)")
-    demo.add_argument("--flip", type=_non_negative_int, default=4, help="training labels to flip (default 4)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--flip", type=_positive_int, default=4,
+                      help="training labels to flip, also the top-k reviewed (default 4)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the dataset, split and noise")
+    demo.add_argument("--recipe", default="atss_cpu", help="training recipe (default atss_cpu)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a recipe key, e.g. --set train.epochs=20 (repeatable)")
     demo.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     demo.set_defaults(func=cmd_demo)
 
