@@ -75,7 +75,7 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optim
     o = recipe.optimizer
     # No weight decay on norms and biases (standard for detection heads with GroupNorm).
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -279,7 +279,7 @@ class Trainer:
                                  num_workers=r.data.num_workers)
             sums = {"loss": 0.0, "loss_cls": 0.0, "loss_bbox": 0.0, "loss_centerness": 0.0}
             steps, started = 0, time.perf_counter()
-            for images, targets, metas in loader:
+            for images, targets, _ in loader:
                 lr = lr_at(r, iteration, total)
                 for group in optimizer.param_groups:
                     group["lr"] = lr

@@ -7,7 +7,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from otx_nld.data.dataset import Dataset
 from otx_nld.errors import DatasetError, OtxNldError
 from otx_nld.training.tracking import (DATUMARO_INFOS, LOSS_TYPES, LossDynamicsTracker, chunk_files,
                                        export_datumaro, load_never_matched, read_stats)

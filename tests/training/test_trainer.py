@@ -41,7 +41,7 @@ def _weights(path):
 
 def test_outputs_and_determinism(data, tmp_path):
     a = _fit(data, tmp_path / "a", 2)
-    b = _fit(data, tmp_path / "b", 2)
+    _fit(data, tmp_path / "b", 2)
     out = tmp_path / "a"
     for name in ("recipe.yaml", "run.json", "metrics.jsonl", "curves.png", "checkpoints/last.pt",
                  "checkpoints/best.pt", "noisy_label_detection/annotations/train.json"):
