@@ -177,11 +177,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from otx_nld.io import atomic_write_json
     from otx_nld.training.trainer import evaluate_model, model_from_checkpoint, select_subset
 
-    model, recipe, labels = model_from_checkpoint(args.checkpoint)
+    if _is_exported_model(args.checkpoint):  # OpenVINO IR (or ONNX) from `otx-nld export`/`optimize`
+        from otx_nld.deploy.inference import OpenVINOPredictor
+
+        predictor = OpenVINOPredictor(args.checkpoint)
+        labels = predictor.labels
+    else:
+        model, recipe, labels = model_from_checkpoint(args.checkpoint)
     dataset = select_subset(Dataset.import_from(args.data), args.subset, "evaluation")
     if dataset.labels != labels:
         raise OtxNldError(f"{args.data}: labels {list(dataset.labels)} differ from the model's {list(labels)}")
-    metrics = evaluate_model(model, recipe, dataset, progress=True)
+    if _is_exported_model(args.checkpoint):
+        metrics = predictor.evaluate(dataset, progress=True)
+    else:
+        metrics = evaluate_model(model, recipe, dataset, progress=True)
     report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "subset": args.subset,
               **metrics.as_dict()}
     if args.output:
@@ -208,6 +217,113 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                      alpha=args.alpha, top_k=args.top_k, truth=args.truth, data=args.data,
                      overwrite=args.overwrite, progress=True)
     print(format_summary(result))
+    return 0
+
+
+# -- deployment commands -------------------------------------------------------------------
+
+
+def _is_exported_model(path: Path) -> bool:
+    return Path(path).suffix.lower() in (".xml", ".onnx")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from otx_nld.deploy.export import export_checkpoint, parse_formats
+
+    result = export_checkpoint(args.checkpoint, args.output, parse_formats(args.format), fp16=args.fp16,
+                               overwrite=args.overwrite)
+    meta = result.metadata
+    height, width = meta.input_size
+    files = ", ".join(f"{p.name} ({fmt}{', ' + meta.precision if fmt == 'openvino' else ''})"
+                      for fmt, p in result.files.items())
+    print(f"exported {args.checkpoint} to {result.out_dir}: {files}")
+    print(f"input image [1,3,{height},{width}] (letterboxed RGB, (x - mean) / std); outputs boxes [K,4] "
+          f"xyxy in input pixels, scores [K], labels [K] (K <= {meta.detections_per_image}, NMS inside)")
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from otx_nld.deploy.quantize import quantize_ir
+
+    result = quantize_ir(args.model, args.data, args.output, subset=args.subset, samples=args.samples,
+                         max_accuracy_drop=args.max_accuracy_drop, val_subset=args.val_subset,
+                         overwrite=args.overwrite, progress=True)
+    control = f", accuracy control: max mAP@0.5 drop {args.max_accuracy_drop:g}" \
+        if args.max_accuracy_drop is not None else ""
+    print(f"INT8 model at {result.model_path}: {result.fake_quantize_nodes} FakeQuantize, "
+          f"{result.calibration_images} calibration images, {result.ignored_nodes} postprocessing nodes kept "
+          f"in float{control}")
+    return 0
+
+
+_PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+            (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128))
+
+
+def _draw(path: Path, prediction, labels, min_score: float, out: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    with Image.open(path) as im:
+        image = im.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for box, score, label in zip(prediction.boxes.tolist(), prediction.scores.tolist(),
+                                 prediction.labels.tolist()):
+        if score < min_score:
+            continue
+        color = _PALETTE[int(label) % len(_PALETTE)]
+        draw.rectangle(box, outline=color, width=2)
+        draw.text((box[0] + 2, box[1] + 1), f"{labels[int(label)]} {score:.2f}", fill=color)
+    image.save(out)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from otx_nld.deploy.export import check_output_dir
+    from otx_nld.deploy.inference import collect_images, load_predictor
+    from otx_nld.io import atomic_output_dir, atomic_write_json
+
+    images = collect_images(args.images)
+    if args.vis:
+        check_output_dir(args.vis, args.overwrite)
+    asynchronous = args.mode == "async"
+    options = {} if not _is_exported_model(args.model) and not Path(args.model).is_dir() else \
+        {"device": args.device, "performance_hint": args.hint or ("THROUGHPUT" if asynchronous else "LATENCY")}
+    predictor = load_predictor(args.model, **options)
+    # Every image is decoded and predicted before anything is written.
+    results = predictor.predict_many(images, progress=True, asynchronous=asynchronous, with_sizes=True)
+    records = [{"image": str(path), "width": width, "height": height, "detections": [
+        {"box": [round(v, 2) for v in box], "score": round(score, 5), "label": label,
+         "label_name": predictor.labels[label]}
+        for box, score, label in zip(pred.boxes.tolist(), pred.scores.tolist(), pred.labels.tolist())]}
+        for path, (pred, (height, width)) in zip(images, results)]
+    with (atomic_output_dir(args.vis, overwrite=args.overwrite) if args.vis else contextlib.nullcontext()) as vis:
+        if vis is not None:
+            names: set[str] = set()
+            for path, (pred, _) in zip(images, results):
+                name, n = f"{path.stem}.png", 1
+                while name in names:
+                    name, n = f"{path.stem}_{n}.png", n + 1
+                names.add(name)
+                _draw(path, pred, predictor.labels, args.vis_score, vis / name)
+        atomic_write_json(args.output, {
+            "model": str(args.model), "runtime": predictor.kind, "precision": predictor.metadata.precision,
+            "labels": list(predictor.labels), "box_format": "xyxy, original image pixels", "images": records})
+    boxes = sum(len(r["detections"]) for r in records)
+    vis_note = f"; drawings (score >= {args.vis_score:g}) in {args.vis}" if args.vis else ""
+    print(f"{len(records)} images, {boxes} detections ({predictor.name}) -> {args.output}{vis_note}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from otx_nld.deploy.benchmark import markdown_table, run_benchmark, write_benchmark
+
+    results = run_benchmark(args.models, args.data, subset=args.subset, warmup=args.warmup, repeats=args.repeats,
+                            throughput_images=args.throughput_images, threads=args.threads, progress=True)
+    print(markdown_table(results), end="")
+    if args.output:
+        json_path, md_path = write_benchmark(results, args.output)
+        print(f"wrote {json_path} and {md_path}")
     return 0
 
 
@@ -267,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("eval", help="COCO mAP of a trained model on a dataset subset")
-    p.add_argument("checkpoint", type=Path, help="checkpoint (.pt)")
+    p.add_argument("checkpoint", type=Path, help="checkpoint (.pt) or exported OpenVINO IR (.xml)")
     p.add_argument("--data", type=Path, required=True, help="dataset directory")
     p.add_argument("--subset", default="test", help="subset to evaluate (default test)")
     p.add_argument("-o", "--output", type=Path, default=None, help="write the metrics as JSON here")
@@ -305,6 +421,59 @@ def build_parser() -> argparse.ArgumentParser:
                         "the images by absolute path); without images the report has no crops")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     p.set_defaults(func=cmd_analyze)
+
+    p = commands.add_parser("export", help="export a checkpoint to OpenVINO IR and/or ONNX (decoding and NMS "
+                            "inside the graph)")
+    p.add_argument("checkpoint", type=Path, help="checkpoint (.pt)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (written atomically)")
+    p.add_argument("--format", default="openvino", choices=("openvino", "onnx", "both"),
+                   help="openvino (model.xml/.bin), onnx (model.onnx) or both (default openvino)")
+    p.add_argument("--fp16", action="store_true", help="store the IR's weights as FP16 (default FP32)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser("optimize", help="NNCF post-training INT8 quantization of an exported IR")
+    p.add_argument("model", type=Path, help="OpenVINO IR (.xml) from `otx-nld export`")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory with the model's labels")
+    p.add_argument("--subset", default="train", help="calibration subset (default train)")
+    p.add_argument("--samples", type=_positive_int, default=300, help="calibration images (default 300)")
+    p.add_argument("--max-accuracy-drop", type=_rate, default=None, metavar="X",
+                   help="use accuracy control: keep the absolute mAP@0.5 drop on --val-subset <= X "
+                        "(0.01 = one point)")
+    p.add_argument("--val-subset", default="val", help="validation subset for accuracy control (default val)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    p.set_defaults(func=cmd_optimize)
+
+    p = commands.add_parser("infer", help="detect objects in images with a checkpoint or an exported model")
+    p.add_argument("model", type=Path, help="checkpoint (.pt) or OpenVINO IR (.xml)")
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR",
+                   help="image files and/or directories of images (not recursive)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="predictions JSON (boxes in image pixels)")
+    p.add_argument("--vis", type=Path, default=None, metavar="DIR", help="also draw the detections into DIR")
+    p.add_argument("--vis-score", type=_rate, default=0.3, help="minimal score drawn with --vis (default 0.3)")
+    p.add_argument("--mode", choices=("sync", "async"), default="async",
+                   help="OpenVINO: one request at a time, or an AsyncInferQueue (default async)")
+    p.add_argument("--hint", choices=("LATENCY", "THROUGHPUT"), default=None,
+                   help="OpenVINO performance hint (default THROUGHPUT for async, LATENCY for sync)")
+    p.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --vis directory")
+    p.set_defaults(func=cmd_infer)
+
+    p = commands.add_parser("benchmark", help="latency, throughput, size and mAP of checkpoints and IRs")
+    p.add_argument("models", type=Path, nargs="+", metavar="MODEL", help="checkpoints (.pt) and/or IRs (.xml)")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory")
+    p.add_argument("--subset", default="test", help="subset to run on (default test)")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="write the results as JSON here and the table beside it (.md)")
+    p.add_argument("--warmup", type=_non_negative_int, default=3, help="warm-up inferences (default 3)")
+    p.add_argument("--repeats", type=_positive_int, default=1, help="latency passes over the subset (default 1)")
+    p.add_argument("--throughput-images", type=_positive_int, default=64,
+                   help="inferences in the throughput run, at least the subset (default 64)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads per model: torch intra-op threads and OpenVINO INFERENCE_NUM_THREADS "
+                        "(default: all cores)")
+    p.set_defaults(func=cmd_benchmark)
 
     data = commands.add_parser("data", help="dataset tools: synth-dice, convert, split, noise, info, gallery")
     data_cmds = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
