@@ -10,7 +10,10 @@ Steps (each output under ``OUT/``, each written atomically when its step complet
    per-annotation loss tracking (``run/stats``, ``run/noisy_label_detection``);
 5. ``run/test_metrics.json``: COCO mAP of the trained model on the test subset;
 6. ``report/``: rank the suspect boxes from their loss dynamics (top N), measure against the
-   truth, write the HTML report, and print the tutorial's accuracy and recall.
+   truth, write the HTML report, and print the tutorial's accuracy and recall;
+7. ``deploy/``: export the model to OpenVINO IR (``fp32/``), quantize it to INT8 with NNCF
+   (``int8/``), and benchmark PyTorch vs OpenVINO FP32 vs INT8 on the test subset
+   (``benchmark.json``/``.md``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from otx_nld.data.transforms import random_split, reindex_annotations
 from otx_nld.errors import OtxNldError
 
 DEMO_SPLITS = (("train", 0.5), ("val", 0.2), ("test", 0.3))
-STEPS = 6
+STEPS = 7
 
 
 def _step(n: int, text: str) -> None:
@@ -46,6 +49,9 @@ def run_demo(out: str | Path, images: int = 250, seed: int = 0, flips: int = 4, 
     """
     from otx_nld.analysis.gallery import render_gallery
     from otx_nld.analysis.report import analyze, format_summary
+    from otx_nld.deploy.benchmark import markdown_table, run_benchmark, write_benchmark
+    from otx_nld.deploy.export import export_checkpoint
+    from otx_nld.deploy.quantize import quantize_ir
     from otx_nld.io import atomic_write_json
     from otx_nld.recipe import load_recipe
     from otx_nld.training.trainer import Trainer, evaluate_model, model_from_checkpoint
@@ -91,9 +97,20 @@ def run_demo(out: str | Path, images: int = 250, seed: int = 0, flips: int = 4, 
     _step(6, f"finding the noisy labels: top-{flips} candidates from the loss dynamics -> {out / 'report'}")
     analysis = analyze(out / "run", out / "report", top_k=flips, truth=truth)
     print(format_summary(analysis))
+
+    _step(7, f"exporting to OpenVINO, quantizing to INT8, benchmarking -> {out / 'deploy'}")
+    exported = export_checkpoint(out / "run" / "checkpoints" / "best.pt", out / "deploy" / "fp32")
+    int8 = quantize_ir(exported.files["openvino"], noisy_dir, out / "deploy" / "int8", subset="train",
+                       progress=True)
+    bench = run_benchmark([out / "run" / "checkpoints" / "best.pt", exported.files["openvino"], int8.model_path],
+                          noisy_dir, subset="test", progress=True)
+    write_benchmark(bench, out / "deploy" / "benchmark.json")
+    print(markdown_table(bench), end="")
+
     summary = {"test_map50": test.map50, "test_map": test.map, "best_val_map50": result.best_map50,
                "accuracy": analysis.accuracy, "recall": analysis.recall, "top_k": flips,
-               "score": analysis.score, "loss": analysis.tracking_loss_type}
+               "score": analysis.score, "loss": analysis.tracking_loss_type,
+               "benchmark": str(out / "deploy" / "benchmark.json")}
     atomic_write_json(out / "summary.json", summary)
     print(f"done: {out} (open {out / 'report' / 'report.html'})")
     return summary

@@ -15,7 +15,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     for name in ("d6-dice/obj.names", "d6-dice-split/annotations/train.json", "d6-dice-noisy/noise_truth.json",
                  "noisy_boxes.png", "run/checkpoints/best.pt", "run/test_metrics.json",
                  "run/noisy_label_detection/annotations/train.json", "report/report.html",
-                 "report/candidates.csv", "summary.json"):
+                 "report/candidates.csv", "summary.json", "deploy/fp32/model.xml", "deploy/int8/model.xml",
+                 "deploy/benchmark.json", "deploy/benchmark.md"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["top_k"] == 2 and 0 <= summary["accuracy"] <= 1 and 0 <= summary["test_map50"] <= 1
