@@ -263,3 +263,19 @@ def parse_json_box(ann: Any, required: tuple[str, ...]) -> tuple[int, tuple[floa
     if w <= 0 or h <= 0:
         raise ValueError(f"bbox width and height must be positive, got w={w:g} h={h:g}")
     return ann_id, (x, y, w, h)
+
+
+def resolve_image_path(root: Path, subset: str, file_name: str, images_dir: str = "images") -> Path:
+    """An image referenced by a COCO/Datumaro file: absolute as given, else the first existing
+    of ``<root>/images/<subset>/<file_name>`` and ``<root>/images/<file_name>``.
+
+    A missing file is not an error here (both formats carry image sizes); it matters only to
+    exports that copy media, which then name the first path tried.
+    """
+    if Path(file_name).is_absolute():
+        return Path(file_name)
+    candidates = [root / images_dir / subset / file_name, root / images_dir / file_name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return candidates[0]

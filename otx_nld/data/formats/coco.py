@@ -25,6 +25,7 @@ from otx_nld.data.formats._common import (
     check_item_id,
     dump_json,
     parse_json_box,
+    resolve_image_path,
     export_media,
     is_int,
     is_number,
@@ -117,21 +118,6 @@ def _categories(path: Path, data: dict) -> tuple[tuple[str, ...], dict[Any, int]
     return names, {cat_id: index for index, cat_id in enumerate(ordered)}
 
 
-def _image_path(root: Path, subset: str, file_name: str) -> Path:
-    """The image file: absolute, ``images/<subset>/<file_name>`` or ``images/<file_name>``.
-
-    A missing file is not an error here (COCO carries sizes): it matters only for exports
-    that copy media, which then name the path tried first.
-    """
-    if Path(file_name).is_absolute():
-        return Path(file_name)
-    candidates = [root / IMAGES_DIR / subset / file_name, root / IMAGES_DIR / file_name]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    return candidates[0]
-
-
 def _absolute_base(file_names: list[str]) -> PurePosixPath | None:
     """The deepest directory holding every absolute ``file_name``, or ``None`` if there is none.
 
@@ -197,7 +183,8 @@ def _read_file(root: Path, path: Path, subset: str,
 
     items = []
     for image_id, entry in entries.items():
-        items.append(Item(entry["id"], subset, _image_path(root, subset, entry["file_name"]),
+        image_path = resolve_image_path(root, subset, entry["file_name"], IMAGES_DIR)
+        items.append(Item(entry["id"], subset, image_path,
                           entry["width"], entry["height"], tuple(entry["boxes"]), {"id": image_id}))
     return labels, infos, items
 

@@ -29,6 +29,7 @@ from otx_nld.data.formats._common import (
     check_item_id,
     dump_json,
     parse_json_box,
+    resolve_image_path,
     export_media,
     image_size,
     is_int,
@@ -127,13 +128,7 @@ def _resolve_image(root: Path, subset: str, item_id: str, image_path: str | None
         # Datumaro falls back to images/<subset>/<id>.jpg; use it only when it is there.
         implicit = root / IMAGES_DIR / subset / f"{item_id}{DEFAULT_IMAGE_EXT}"
         return implicit if implicit.is_file() else None
-    if Path(image_path).is_absolute():
-        return Path(image_path)
-    candidates = [root / IMAGES_DIR / subset / image_path, root / IMAGES_DIR / image_path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    return candidates[0]
+    return resolve_image_path(root, subset, image_path, IMAGES_DIR)
 
 
 def _read_file(root: Path, path: Path, subset: str,
