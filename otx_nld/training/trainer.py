@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -183,7 +182,6 @@ class Trainer:
     def _seed_epoch(self, epoch: int) -> None:
         seed = self.recipe.train.seed
         torch.manual_seed(seed * 100_003 + epoch)
-        np.random.seed((seed * 100_003 + epoch) % 2**32)
 
     def _save_checkpoint(self, name: str, model, optimizer, epoch: int, iteration: int,
                          tracker: LossDynamicsTracker | None, best: tuple[int | None, float | None]) -> None:
