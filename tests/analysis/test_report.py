@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from otx_nld.analysis.report import CSV_COLUMNS, TRUTH_COLUMNS, analyze, format_summary
+from otx_nld.analysis.report import CSV_COLUMNS, DEFAULT_SCORE, TRUTH_COLUMNS, analyze, format_summary
 from otx_nld.data.dataset import Dataset
 from otx_nld.data.noise import BoxRecord, NoiseChange, NoiseTruth
 from otx_nld.errors import ConfigError, DatasetError, OtxNldError
@@ -93,7 +93,7 @@ def test_writes_every_file(report):
 
 def test_loud_box_ranks_first_and_is_marked(report, setup):
     result, out = report
-    assert result.score == "ema" and result.tracking_loss_type == "cls" and result.top_k == 5
+    assert result.score == DEFAULT_SCORE and result.tracking_loss_type == "cls" and result.top_k == 5
     first = result.candidates[0]
     assert (first.item_id, first.subset, first.ann_id) == (WEIRD_ID, "train", LOUD_ANN)
     assert first.rank == 1 and first.is_noisy and first.noise_kind == "flip" and first.original_label
@@ -116,7 +116,7 @@ def test_csv_and_json_columns(report):
         (WEIRD_ID, str(LOUD_ANN), "1", "flip")
     assert float(rows[0]["score"]) == result.candidates[0].score
     data = json.loads((out / "candidates.json").read_text())
-    assert data["score"] == "ema" and data["tracking_loss_type"] == "cls" and data["top_k"] == 5
+    assert data["score"] == DEFAULT_SCORE and data["tracking_loss_type"] == "cls" and data["top_k"] == 5
     assert data["counts"]["never_matched"] == 1
     assert list(data["candidates"][0]) == [*CSV_COLUMNS, *TRUTH_COLUMNS]
     assert data["candidates"][0]["is_noisy"] is True
