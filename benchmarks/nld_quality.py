@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from benchmarks._common import dice_split, write_results
 from otx_nld.data.noise import TRUTH_FILENAME, NoiseSpec, NoiseTruth, synthesize_noise
 
@@ -123,16 +125,18 @@ def _summary(per_run: list[dict[str, Any]], protocol: str) -> dict[str, dict[str
     return table
 
 
-def _markdown(summary: dict[str, dict[str, dict[str, float]]], seeds: dict[str, int], epochs: str) -> str:
-    lines = [f"Noisy-label detection on the built-in dice set (atss_cpu, {epochs}); mean over noise seeds.", ""]
+def _markdown(summary: dict[str, dict[str, dict[str, float]]], seeds: dict[str, int], epochs: dict[str, str]) -> str:
+    lines = ["Noisy-label detection on the built-in dice set (atss_cpu); mean over noise seeds.", ""]
     if "tutorial" in summary:
-        lines += [f"### tutorial protocol: 4 flipped labels, top-4 ({seeds['tutorial']} seeds)", "",
+        lines += [f"### tutorial protocol: 4 flipped labels, top-4 ({seeds['tutorial']} seeds, "
+                  f"{epochs['tutorial']})", "",
                   "| score | precision@4 (= recall@4) | AP | AUROC |", "|---|---|---|---|"]
         for name, e in summary["tutorial"].items():
             lines.append(f"| {name} | {e['precision_at_positives']:.3f} | {e['ap']:.3f} | {e['auroc']:.3f} |")
         lines.append("")
     if "mixed" in summary:
-        lines += [f"### mixed protocol: flip, shift, spawn at 5% of training boxes each ({seeds['mixed']} seeds)", "",
+        lines += [f"### mixed protocol: flip, shift, spawn at 5% of training boxes each ({seeds['mixed']} seeds, "
+                  f"{epochs['mixed']})", "",
                   "| score | precision@P | AP | AUROC flip | AUROC shift | AUROC spawn | AP flip | AP shift | AP spawn |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for name, e in summary["mixed"].items():
@@ -160,7 +164,7 @@ def main() -> None:
                 train_run(args.work, protocol, seed, args.cache, args.set)
     if args.phase in ("all", "analyze"):
         results: dict[str, Any] = {"protocols": {}, "overrides": args.set}
-        summary, seeds = {}, {}
+        summary, seeds, epochs = {}, {}, {}
         for protocol in protocols:
             per_run = []
             for seed in range(args.seeds):
@@ -172,11 +176,13 @@ def main() -> None:
                 per_run.append({"seed": seed, **analyze_run(run, truth, with_datumaro=not args.no_datumaro)})
             if per_run:
                 seeds[protocol] = len(per_run)
+                trained = sorted({yaml.safe_load((args.work / f"{protocol}-{r['seed']}" / "run" / "recipe.yaml")
+                                                 .read_text())["train"]["epochs"] for r in per_run})
+                epochs[protocol] = f"{'/'.join(map(str, trained))} epochs"
                 scores_only = [{k: v for k, v in r.items() if k != "seed"} for r in per_run]
                 summary[protocol] = _summary(scores_only, protocol)
                 results["protocols"][protocol] = {"seeds": [r["seed"] for r in per_run], "runs": per_run,
                                                   "summary": summary[protocol]}
-        epochs = ", ".join(args.set) if args.set else "recipe defaults"
         table = _markdown(summary, seeds, epochs)
         write_results("nld_quality", results, table)
         print(table)
