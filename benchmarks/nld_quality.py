@@ -72,6 +72,9 @@ SCORE_CONFIGS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("label_norm_cls+bbox", "label_norm", "cls+bbox", {}),
     ("mean_cls+bbox+centerness", "mean", "cls+bbox+centerness", {}),
     ("rank_avg", "rank_avg", "cls", {}),
+    ("mean_margin (AUM)", "mean", "margin", {}),
+    ("late_mean_margin", "late_mean", "margin", {}),
+    ("rank_avg_cls+margin", "rank_avg", "cls", {"types": ("cls", "margin")}),
 ]
 
 _DATUMARO_SCRIPT = """
@@ -100,6 +103,8 @@ def analyze_run(run: Path, truth: NoiseTruth, with_datumaro: bool) -> dict[str, 
     found = {}
     positives = len(truth.changes) - truth.counts()["drop"]
     for name, score, loss, options in SCORE_CONFIGS:
+        if not set(loss.split("+")) | set(options.get("types", ())) <= set(stats.losses):
+            continue  # e.g. margin, in runs tracked before it existed
         analyzer = LossDynamicsAnalyzer(stats, tracking_loss_type=loss, score=score, score_options=options)
         found[name] = evaluate_scores(analyzer.scores(), truth, ks=[positives]).as_dict()
     if with_datumaro:
@@ -111,7 +116,7 @@ def analyze_run(run: Path, truth: NoiseTruth, with_datumaro: bool) -> dict[str, 
 def _summary(per_run: list[dict[str, Any]], protocol: str) -> dict[str, dict[str, float]]:
     """Mean over seeds of the headline numbers of every score."""
     table: dict[str, dict[str, float]] = {}
-    for name in per_run[0]:
+    for name in [n for n in per_run[0] if all(n in run for run in per_run)]:
         rows = [run[name] for run in per_run]
         k = str(rows[0]["overall"]["positives"])
         entry = {"precision_at_positives": statistics.mean(r["overall"]["precision_at"][k] for r in rows),
@@ -146,9 +151,21 @@ def _markdown(summary: dict[str, dict[str, dict[str, float]]], seeds: dict[str, 
     return "\n".join(lines)
 
 
+def _seed_list(text: str) -> list[int]:
+    """``"5"`` -> seeds 0..4; ``"0,2"`` -> seeds 0 and 2; ``"3,"`` -> seed 3 alone."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a comma list of seeds, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("no seeds given")
+    return list(range(values[0])) if "," not in text else values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=_seed_list, default=_seed_list("5"),
+                        help="number of noise seeds (0..N-1) or a comma list of seeds, e.g. 0,2")
     parser.add_argument("--protocols", default="tutorial,mixed")
     parser.add_argument("--phase", choices=["all", "train", "analyze"], default="all")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "otx-nld-nld-quality")
@@ -158,7 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     protocols = args.protocols.split(",")
     if args.phase in ("all", "train"):
-        for seed in range(args.seeds):
+        for seed in args.seeds:
             for protocol in protocols:
                 print(f"== {protocol} seed {seed}")
                 train_run(args.work, protocol, seed, args.cache, args.set)
@@ -167,7 +184,7 @@ def main() -> None:
         summary, seeds, epochs = {}, {}, {}
         for protocol in protocols:
             per_run = []
-            for seed in range(args.seeds):
+            for seed in args.seeds:
                 run = args.work / f"{protocol}-{seed}" / "run"
                 if not (run / "noisy_label_detection" / "annotations" / "train.json").exists():
                     continue

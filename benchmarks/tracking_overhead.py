@@ -58,8 +58,7 @@ def main() -> None:
                 optimizer.step()
                 if tracking:
                     pa = losses.per_annotation
-                    tracker.record(step, 0, pa.ann_ids.numpy(), pa.cls.numpy(), pa.bbox.numpy(),
-                                   pa.centerness.numpy())
+                    tracker.record(step, 0, pa.ann_ids.numpy(), pa.columns())
                 if step >= args.warmup:
                     times[tracking].append(time.perf_counter() - start)
         tracker.close()

@@ -403,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run directory, its stats/ directory, or a Datumaro noisy_label_detection export")
     p.add_argument("-o", "--output", type=Path, required=True, help="report directory (written atomically)")
     p.add_argument("--loss", default="cls", metavar="TYPE",
-                   help="tracked loss: cls, bbox, centerness or a sum like cls+bbox (default cls)")
+                   help="tracked value: cls, bbox, centerness, margin (class margin) or a sum like "
+                        "cls+bbox (default cls)")
     p.add_argument("--score", default=None, metavar="NAME",
                    help="box score: ema (the tutorial's), mean, late_mean, label_norm, rank_avg, final "
                         "(default: the recommended one, otx_nld.analysis.report.DEFAULT_SCORE; the "

@@ -26,6 +26,11 @@ Scores (:data:`SCORES`, chosen by name; higher = more likely a noisy label):
   mean loss of that type;
 - ``final`` -- the loss at the box's last observation.
 
+Every score works on any tracked type. Besides the losses, our runs track ``margin`` (largest
+other-class logit minus the labelled class's logit, see
+:class:`~otx_nld.model.losses.AnnotationLosses`): its ``mean`` is the negative of the
+area under the margin (AUM, Pleiss et al. 2020).
+
 Box order and ties: boxes are kept sorted by ``(subset, item_id, ann_id)`` (Python string
 order for the ids). Rankings put higher scores first and break exact ties by that box order,
 so a ranking never depends on the source format or on row order.
@@ -85,8 +90,9 @@ class LossStats:
     Attributes:
         box: ``(R,)`` int64, the row's box index (non-decreasing).
         iteration: ``(R,)`` int64, the training iteration of the row (increasing per box).
-        losses: loss type -> ``(R,)`` float64 (``cls``, ``bbox``, ``centerness`` for our runs;
-            whatever ``loss_dynamics_<type>`` a Datumaro export holds).
+        losses: tracked type -> ``(R,)`` float64 (``cls``, ``bbox``, ``centerness`` and, since it
+            is tracked, ``margin`` for our runs; whatever ``loss_dynamics_<type>`` a Datumaro
+            export holds).
         item_id, subset: ``(B,)`` object arrays of str.
         ann_id: ``(B,)`` int64.
         label_id: ``(B,)`` int64, index into ``labels``.
@@ -265,11 +271,12 @@ class LossStats:
         """
         import pyarrow.compute as pc
 
-        from otx_nld.training.tracking import LOSS_TYPES, STATS_SCHEMA, read_stats
+        from otx_nld.training.tracking import OPTIONAL_COLUMNS, STATS_SCHEMA, TRACKED_TYPES, read_stats
 
         path = Path(path)
         table = read_stats(path)
-        missing = [name for name in STATS_SCHEMA.names if name not in table.column_names]
+        missing = [name for name in STATS_SCHEMA.names
+                   if name not in table.column_names and name not in OPTIONAL_COLUMNS]
         if missing:
             raise DatasetError(path, f"loss statistics lack columns {missing} "
                                      f"(expected {STATS_SCHEMA.names})")
@@ -287,7 +294,8 @@ class LossStats:
             labels = _run_labels(path.parent) or tuple(f"label_{i}" for i in range(int(label_id.max()) + 1))
         return cls._from_codes(*codes("item_id"), *codes("subset"), table.column("ann_id").to_numpy(),
                                label_id, table.column("iteration").to_numpy(),
-                               {t: table.column(t).to_numpy() for t in LOSS_TYPES}, labels,
+                               {t: table.column(t).to_numpy() for t in TRACKED_TYPES if t in table.column_names},
+                               labels,
                                table.column("epoch").to_numpy(), path)
 
     @classmethod
@@ -561,6 +569,9 @@ def score_label_norm(analyzer: LossDynamicsAnalyzer) -> np.ndarray:
     a ratio needs no spread estimate, which is unstable for labels with few boxes. A label whose
     median is 0 divides by the smallest positive float instead.
     """
+    if np.any(analyzer.loss < 0):
+        raise ConfigError(f"label_norm: needs non-negative values, {analyzer.tracking_loss_type!r} has "
+                          "negative ones (the margin is a signed logit difference); use mean or late_mean")
     means = score_mean(analyzer)
     labels = analyzer.stats.label_id
     medians = np.zeros(len(analyzer.stats.labels))

@@ -6,7 +6,7 @@
     model = ATSS(num_classes=6, backbone="cpu_plain", fpn_channels=64, num_convs=2)
     out = model(images, targets)          # training: ATSSLosses
     out.loss.backward()
-    rows = out.per_annotation             # ann_ids, batch_index, cls, bbox, centerness [P]
+    rows = out.per_annotation             # ann_ids, batch_index, cls, bbox, centerness, margin [P]
     model.eval(); dets = model(images)    # [{"boxes", "scores", "labels"}] per image
 """
 

@@ -23,6 +23,24 @@ def default_box_coder() -> BoxCoder:
     return BoxCoder(weights=(10.0, 10.0, 5.0, 5.0), bbox_xform_clip=BBOX_XFORM_CLIP)
 
 
+def class_margin(logits: Tensor, labels: Tensor) -> Tensor:
+    """Largest other-class logit minus the labelled class's logit, per row.
+
+    Args:
+        logits: ``[P, C]`` classification logits of positive anchors.
+        labels: ``[P]`` int64, the label each anchor is trained towards.
+
+    Returns:
+        ``[P]``; > 0 where the model scores another class above the label. With one class
+        there is no other class: the margin is then against a logit of 0 (probability 0.5).
+    """
+    labelled = logits.gather(1, labels[:, None]).squeeze(1)  # [P]
+    if logits.shape[1] == 1:
+        return -labelled
+    others = logits.scatter(1, labels[:, None], float("-inf")).max(dim=1).values  # [P]
+    return others - labelled
+
+
 class HeadOutputs(NamedTuple):
     """Raw head outputs, all levels concatenated (finest first)."""
 
@@ -289,7 +307,8 @@ class ATSSHead(nn.Module):
         per_annotation = None
         if track_annotations:
             per_annotation = self._per_annotation(
-                targets, pos_gt, int(num_gts.sum()), cls_per_anchor[foreground], bbox_per_anchor, ctr_bce
+                targets, pos_gt, int(num_gts.sum()), cls_per_anchor[foreground], bbox_per_anchor, ctr_bce,
+                class_margin(cls_logits[foreground], all_labels[pos_gt]),
             )
         return ATSSLosses(
             loss=loss_cls + loss_bbox + loss_ctr,
@@ -308,11 +327,12 @@ class ATSSHead(nn.Module):
         cls_pos: Tensor,
         bbox_pos: Tensor,
         ctr_pos: Tensor,
+        margin_pos: Tensor,
     ) -> AnnotationLosses:
         if any("ann_ids" not in t for t in targets):
             raise ValueError("track_annotations needs 'ann_ids' in every target dict")
         device = pos_gt.device
-        values = torch.stack([cls_pos, bbox_pos, ctr_pos], dim=1).detach()  # [P, 3]
+        values = torch.stack([cls_pos, bbox_pos, ctr_pos, margin_pos], dim=1).detach()  # [P, 4]
         keep, means, counts = per_annotation_mean(pos_gt, total_gts, values)
         ann_ids = torch.cat([t["ann_ids"] for t in targets]).to(device=device, dtype=torch.int64)  # [G]
         batch_index = torch.repeat_interleave(
@@ -325,5 +345,6 @@ class ATSSHead(nn.Module):
             cls=means[:, 0],
             bbox=means[:, 1],
             centerness=means[:, 2],
+            margin=means[:, 3],
             num_pos=counts,
         )

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
+
+
+TRACKED_VALUES = ("cls", "bbox", "centerness", "margin")
+"""The per-annotation values of :class:`AnnotationLosses`, in the stats' column order."""
 
 
 @dataclass
@@ -13,9 +18,13 @@ class AnnotationLosses:
     """Per-GT-box losses of one training step, one row per box that got >= 1 positive anchor.
 
     Each value is the mean, over the box's positive anchors (all FPN levels), of the unreduced
-    per-anchor loss: ``cls`` focal loss summed over classes, ``bbox`` GIoU loss x centerness
-    target x bbox loss weight (2.0), ``centerness`` BCE. A box without positive anchors has no
-    row (it is not reported as a zero loss). All tensors are detached, shape ``[P]``.
+    per-anchor value: ``cls`` focal loss summed over classes, ``bbox`` GIoU loss x centerness
+    target x bbox loss weight (2.0), ``centerness`` BCE, and ``margin``, the largest other-class
+    logit minus the labelled class's logit (the negative of the margin whose area under the
+    training curve, AUM, Pleiss et al. 2020, separates mislabelled samples: positive where the
+    model prefers another class, whatever it thinks of the box's objectness). A box without
+    positive anchors has no row (it is not reported as a zero loss). All tensors are detached,
+    shape ``[P]``.
     """
 
     ann_ids: Tensor  # [P] int64, the boxes' ``ann_ids`` from the targets
@@ -23,6 +32,7 @@ class AnnotationLosses:
     cls: Tensor  # [P]
     bbox: Tensor  # [P]
     centerness: Tensor  # [P]
+    margin: Tensor  # [P]
     num_pos: Tensor  # [P] int64, positive anchors the mean was taken over
 
     def __len__(self) -> int:
@@ -32,8 +42,14 @@ class AnnotationLosses:
         """A copy with every tensor on the CPU."""
         return AnnotationLosses(*(t.cpu() for t in self._tensors()))
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """The tracked values as numpy arrays by name (``cls``, ``bbox``, ``centerness``,
+        ``margin``): what :meth:`LossDynamicsTracker.record
+        <otx_nld.training.tracking.LossDynamicsTracker.record>` takes."""
+        return {name: getattr(self, name).detach().cpu().numpy() for name in TRACKED_VALUES}
+
     def _tensors(self) -> tuple[Tensor, ...]:
-        return (self.ann_ids, self.batch_index, self.cls, self.bbox, self.centerness, self.num_pos)
+        return (self.ann_ids, self.batch_index, self.cls, self.bbox, self.centerness, self.margin, self.num_pos)
 
 
 @dataclass

@@ -1,12 +1,14 @@
 """The stats writer: per-annotation training losses streamed to disk as Parquet chunks.
 
 Every training iteration, the ATSS loss yields for each ground-truth box with at least one
-positive anchor its cls / bbox / centerness loss. :class:`LossDynamicsTracker` buffers these
+positive anchor its cls / bbox / centerness loss and its class margin (see
+:class:`~otx_nld.model.losses.AnnotationLosses`). :class:`LossDynamicsTracker` buffers these
 rows and writes a Parquet file every ``chunk_rows`` rows, so memory is bounded by one chunk,
 not by dataset size x iterations. The stats directory reads with pandas or polars directly
 (``pandas.read_parquet(stats_dir)``), or with :func:`read_stats`.
 
-Row schema: ``iteration, epoch, item_id, subset, ann_id, label_id, cls, bbox, centerness``.
+Row schema: ``iteration, epoch, item_id, subset, ann_id, label_id, cls, bbox, centerness, margin``
+(stats written before ``margin`` existed lack that column and still read).
 
 :func:`export_datumaro` turns the stats into the tutorial's Datumaro layout (the input of
 Datumaro 1.11's ``LossDynamicsAnalyzer``).
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +29,18 @@ import pyarrow.parquet as pq
 from otx_nld.data.dataset import Dataset, Item
 from otx_nld.errors import DatasetError, OtxNldError
 from otx_nld.io import atomic_output_dir, atomic_write_json
+from otx_nld.model.losses import TRACKED_VALUES
 
 LOSS_TYPES = ("cls", "bbox", "centerness")
+"""The tracked losses: every stats directory has them."""
+TRACKED_TYPES = TRACKED_VALUES
+"""Every tracked value: :data:`LOSS_TYPES` and ``margin`` (optional when reading)."""
 STATS_SCHEMA = pa.schema([
     ("iteration", pa.int64()), ("epoch", pa.int32()), ("item_id", pa.string()), ("subset", pa.string()),
     ("ann_id", pa.int64()), ("label_id", pa.int32()),
-    ("cls", pa.float32()), ("bbox", pa.float32()), ("centerness", pa.float32()),
+    *((name, pa.float32()) for name in TRACKED_TYPES),
 ])
+OPTIONAL_COLUMNS = ("margin",)
 DATUMARO_INFOS = {"purpose": "noisy_label_detection", "task": "OTX-Det"}
 NEVER_MATCHED_FILENAME = "never_matched.json"
 _CHUNK_RE = re.compile(r"^part-(\d{6})\.parquet$")
@@ -84,9 +91,21 @@ class LossDynamicsTracker:
         self._buffered_rows = 0
 
     def record(self, iteration: int, epoch: int, ann_ids: Sequence[int] | np.ndarray,
-               cls: np.ndarray, bbox: np.ndarray, centerness: np.ndarray) -> None:
-        """Add the rows of one iteration (one per box with a positive anchor)."""
+               values: Mapping[str, Sequence[float] | np.ndarray]) -> None:
+        """Add the rows of one iteration (one per box with a positive anchor).
+
+        Args:
+            values: one array per :data:`TRACKED_TYPES` name, parallel to ``ann_ids``
+                (:meth:`AnnotationLosses.columns <otx_nld.model.losses.AnnotationLosses.columns>`).
+        """
         ann_ids = np.asarray(ann_ids, dtype=np.int64)
+        if set(values) != set(TRACKED_TYPES):
+            raise ValueError(f"tracked values must be exactly {list(TRACKED_TYPES)}, got {sorted(values)}")
+        columns = {name: np.asarray(values[name], np.float32) for name in TRACKED_TYPES}
+        for name, column in columns.items():
+            if column.shape != ann_ids.shape:
+                raise ValueError(f"{name}: {column.shape[0] if column.ndim else 'a scalar'} values for "
+                                 f"{ann_ids.size} ann ids")
         if ann_ids.size == 0:
             return
         pos = np.searchsorted(self._ann_ids, ann_ids)
@@ -98,9 +117,7 @@ class LossDynamicsTracker:
             "iteration": np.full(ann_ids.shape, iteration, np.int64),
             "epoch": np.full(ann_ids.shape, epoch, np.int32),
             "item_id": self._item_ids[pos], "subset": self._subsets[pos],
-            "ann_id": ann_ids, "label_id": self._labels[pos],
-            "cls": np.asarray(cls, np.float32), "bbox": np.asarray(bbox, np.float32),
-            "centerness": np.asarray(centerness, np.float32),
+            "ann_id": ann_ids, "label_id": self._labels[pos], **columns,
         })
         self._buffered_rows += ann_ids.size
         if self._buffered_rows >= self.chunk_rows:
@@ -143,8 +160,8 @@ def export_datumaro(stats_dir: str | Path, dataset: Dataset, out: str | Path, ov
     """Write the tutorial's Datumaro layout of the loss statistics to ``out``.
 
     Each training box that got at least one row becomes a bbox with its ann id and attributes
-    ``iters``, ``loss_dynamics_cls``, ``loss_dynamics_bbox``, ``loss_dynamics_centerness``
-    (lists in iteration order); infos are ``{"purpose": "noisy_label_detection", "task":
+    ``iters``, ``loss_dynamics_cls``, ``loss_dynamics_bbox``, ``loss_dynamics_centerness`` and
+    (when tracked) ``loss_dynamics_margin`` (lists in iteration order); infos are ``{"purpose": "noisy_label_detection", "task":
     "OTX-Det"}``. Images are referenced, not copied. Boxes with no row in the whole run are
     left out of the export (Datumaro's analyzer fails on empty series) and listed in
     ``out/never_matched.json``.
@@ -156,7 +173,8 @@ def export_datumaro(stats_dir: str | Path, dataset: Dataset, out: str | Path, ov
     iters = table.column("iteration").to_numpy()
     order = np.lexsort((iters, ann_ids))  # by ann id, then iteration
     ann_ids, iters = ann_ids[order], iters[order]
-    losses = {t: table.column(t).to_numpy()[order].astype(np.float64) for t in LOSS_TYPES}
+    tracked = [t for t in TRACKED_TYPES if t in table.column_names]
+    losses = {t: table.column(t).to_numpy()[order].astype(np.float64) for t in tracked}
     unique, starts = np.unique(ann_ids, return_index=True)
     bounds = dict(zip(unique.tolist(), zip(starts.tolist(), [*starts[1:].tolist(), len(ann_ids)])))
 
@@ -172,7 +190,7 @@ def export_datumaro(stats_dir: str | Path, dataset: Dataset, out: str | Path, ov
                 continue
             lo, hi = span
             attributes = {"iters": iters[lo:hi].tolist()}
-            attributes.update({f"loss_dynamics_{t}": losses[t][lo:hi].tolist() for t in LOSS_TYPES})
+            attributes.update({f"loss_dynamics_{t}": losses[t][lo:hi].tolist() for t in tracked})
             boxes.append(box.replace(attributes={**box.attributes, **attributes}))
         items.append(item.replace(boxes=tuple(boxes)))
     stats = Dataset(tuple(items), dataset.labels, DATUMARO_INFOS)

@@ -292,8 +292,7 @@ class Trainer:
                 optimizer.step()
                 if tracker is not None and losses.per_annotation is not None:
                     pa = losses.per_annotation
-                    tracker.record(iteration, epoch, pa.ann_ids.numpy(), pa.cls.numpy(), pa.bbox.numpy(),
-                                   pa.centerness.numpy())
+                    tracker.record(iteration, epoch, pa.ann_ids.numpy(), pa.columns())
                 for key, value in (("loss", losses.loss), ("loss_cls", losses.cls), ("loss_bbox", losses.bbox),
                                    ("loss_centerness", losses.centerness)):
                     sums[key] += value.detach().item()

@@ -14,7 +14,7 @@ from otx_nld.analysis.loss_dynamics import (SCORES, LossDynamicsAnalyzer, LossSt
                                             ema_by_group)
 from otx_nld.data.dataset import Dataset
 from otx_nld.errors import ConfigError, DatasetError
-from otx_nld.training.tracking import LOSS_TYPES, LossDynamicsTracker, export_datumaro
+from otx_nld.training.tracking import LOSS_TYPES, TRACKED_TYPES, LossDynamicsTracker, export_datumaro
 from tests.datumaro_env import run_datumaro
 from tests.factories import make_dataset
 
@@ -215,10 +215,10 @@ def _track(train: Dataset, stats_dir: Path, iterations: int = 12, skip: set[int]
     ids = np.array([b.ann_id for _, b in train.iter_boxes() if b.ann_id not in skip])
     for it in range(iterations):
         present = ids[rng.uniform(size=ids.size) < 0.8]
-        losses = {t: rng.uniform(0.1, 0.3, present.size) for t in LOSS_TYPES}
+        losses = {t: rng.uniform(0.1, 0.3, present.size) for t in TRACKED_TYPES}
         for t, ann_id in (loud or {}).items():
             losses[t][present == ann_id] = 2.0
-        tracker.record(it, it // 3, present, losses["cls"], losses["bbox"], losses["centerness"])
+        tracker.record(it, it // 3, present, losses)
     tracker.close()
 
 
@@ -237,7 +237,8 @@ def test_load_parquet_and_datumaro_export_agree(train, tmp_path):
     assert ("img_001", "train", 5) not in parquet.keys()
     np.testing.assert_array_equal(parquet.iteration, datumaro.iteration)
     np.testing.assert_array_equal(parquet.label_id, datumaro.label_id)
-    for t in LOSS_TYPES:
+    assert set(parquet.losses) == set(datumaro.losses) == set(TRACKED_TYPES)
+    for t in TRACKED_TYPES:
         np.testing.assert_array_equal(parquet.losses[t], datumaro.losses[t])
     owner = {b.ann_id: (i.id, b.label) for i, b in train.iter_boxes()}
     assert all(owner[a] == (i, lab) for i, a, lab in zip(parquet.item_id, parquet.ann_id, parquet.label_id))
@@ -311,6 +312,19 @@ def test_stats_dir_errors(tmp_path):
         hand_stats([rows[0], rows[0]])
     with pytest.raises(DatasetError, match="1 cls loss values are not finite"):
         hand_stats([("a", "train", 1, 0, 0, float("nan"), 0.1, 0.1)])
+
+
+def test_stats_written_before_margin_still_load(train, tmp_path):
+    import pyarrow.parquet as pq
+
+    _track(train, tmp_path / "stats")
+    for part in (tmp_path / "stats").iterdir():
+        pq.write_table(pq.read_table(part).drop_columns(["margin"]), part)
+    stats = LossStats.load(tmp_path / "stats")
+    assert set(stats.losses) == set(LOSS_TYPES)
+    with pytest.raises(ConfigError, match="margin"):
+        LossDynamicsAnalyzer(stats, "margin")
+    assert len(LossDynamicsAnalyzer(stats, "cls").get_top_k_cands(3)) == 3
 
 
 def test_run80_like_real_run_if_present():

@@ -16,7 +16,7 @@ from otx_nld.analysis.report import CSV_COLUMNS, DEFAULT_SCORE, TRUTH_COLUMNS, a
 from otx_nld.data.dataset import Dataset
 from otx_nld.data.noise import BoxRecord, NoiseChange, NoiseTruth
 from otx_nld.errors import ConfigError, DatasetError, OtxNldError
-from otx_nld.training.tracking import LOSS_TYPES, LossDynamicsTracker, export_datumaro
+from otx_nld.training.tracking import TRACKED_TYPES, LossDynamicsTracker, export_datumaro
 from tests.factories import make_dataset
 
 WEIRD_ID = 'odd <b>"id"</b> & co'
@@ -40,9 +40,9 @@ def build_run(root: Path, iterations: int = 15) -> tuple[Path, Path, Dataset]:
     ids = np.array([b.ann_id for _, b in train.iter_boxes() if b.ann_id != UNSEEN_ANN])
     for it in range(iterations):
         present = ids[rng.uniform(size=ids.size) < 0.9]
-        losses = {t: rng.uniform(0.1, 0.3, present.size) for t in LOSS_TYPES}
+        losses = {t: rng.uniform(0.1, 0.3, present.size) for t in TRACKED_TYPES}
         losses["cls"][present == LOUD_ANN] = 3.0
-        tracker.record(it, it // 5, present, losses["cls"], losses["bbox"], losses["centerness"])
+        tracker.record(it, it // 5, present, losses)
     tracker.close()
     (run / "run.json").write_text(json.dumps({"labels": list(train.labels)}))
     export_datumaro(run / "stats", train, run / "noisy_label_detection")

@@ -14,6 +14,7 @@ from torchvision.ops import box_iou
 from otx_nld.errors import ConfigError
 from otx_nld.model import ATSS, BACKBONES, ATSSExportWrapper, ATSSHead, HeadOutputs
 from otx_nld.model.backbones import build_backbone, build_cpu_plain
+from otx_nld.model.head import class_margin
 
 
 
@@ -141,7 +142,11 @@ def test_losses_match_hand_computation():
         assert rows.cls[row].item() == pytest.approx(mean(cls_per_anchor), rel=1e-5)
         assert rows.bbox[row].item() == pytest.approx(mean(bbox_per_anchor), rel=1e-5)
         assert rows.centerness[row].item() == pytest.approx(mean(ctr_bce), rel=1e-5)
-    for t in (rows.cls, rows.bbox, rows.centerness):
+        # Two classes: the margin is the other class's logit minus the labelled one's.
+        margin = {k: cls_logits[k[0]][k[1]][1 - pos_label[k]] - cls_logits[k[0]][k[1]][pos_label[k]] for k in keys}
+        assert rows.margin[row].item() == pytest.approx(mean(margin), rel=1e-5, abs=1e-6)
+    assert set(rows.columns()) == {"cls", "bbox", "centerness", "margin"}
+    for t in (rows.cls, rows.bbox, rows.centerness, rows.margin):
         assert not t.requires_grad
 
 
@@ -345,3 +350,17 @@ def test_short_overfit_reduces_loss():
     for d, t in zip(dets, targets):
         assert d["labels"][0] == t["labels"][0]
         assert box_iou(d["boxes"][:1], t["boxes"]).item() > 0.7
+
+
+@pytest.mark.parametrize(
+    ("logits", "labels", "expected"),
+    [
+        ([[2.0, -1.0, 0.5]], [0], [-1.5]),  # the label wins by 1.5 over the runner-up
+        ([[2.0, -1.0, 0.5]], [1], [3.0]),  # another class is 3 logits above the label
+        ([[0.0, 0.0, 0.0]], [2], [0.0]),  # a tie
+        ([[1.5]], [0], [-1.5]),  # one class: against logit 0
+    ],
+)
+def test_class_margin(logits, labels, expected):
+    out = class_margin(torch.tensor(logits), torch.tensor(labels))
+    assert out.tolist() == pytest.approx(expected)

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from otx_nld.errors import DatasetError, OtxNldError
-from otx_nld.training.tracking import (DATUMARO_INFOS, LOSS_TYPES, LossDynamicsTracker, chunk_files,
+from otx_nld.training.tracking import (DATUMARO_INFOS, LOSS_TYPES, TRACKED_TYPES, LossDynamicsTracker, chunk_files,
                                        export_datumaro, load_never_matched, read_stats)
 from tests.datumaro_env import run_datumaro
 from tests.factories import make_dataset
@@ -26,10 +26,10 @@ def _fill(tracker, train, iterations, skip=(), loud=None):
     rng = np.random.default_rng(0)
     ids = np.array([b.ann_id for _, b in train.iter_boxes() if b.ann_id not in skip])
     for it in range(iterations):
-        losses = {t: rng.uniform(0.1, 0.3, len(ids)) for t in LOSS_TYPES}
+        losses = {t: rng.uniform(0.1, 0.3, len(ids)) for t in TRACKED_TYPES}
         for t, ann_id in (loud or {}).items():
             losses[t][ids == ann_id] = 2.0
-        tracker.record(it, it // 5, ids, losses["cls"], losses["bbox"], losses["centerness"])
+        tracker.record(it, it // 5, ids, losses)
     return ids
 
 
@@ -53,8 +53,12 @@ def test_chunks_bound_memory_and_read_with_pandas(train, tmp_path):
 def test_record_rejects_unknown_ann_ids_and_old_stats(train, tmp_path):
     tracker = LossDynamicsTracker(tmp_path / "stats", train)
     with pytest.raises(ValueError, match="not in the training dataset"):
-        tracker.record(0, 0, [99999], [0.1], [0.1], [0.1])
-    tracker.record(0, 0, [1], [0.1], [0.1], [0.1])
+        tracker.record(0, 0, [99999], dict.fromkeys(TRACKED_TYPES, [0.1]))
+    with pytest.raises(ValueError, match="exactly"):
+        tracker.record(0, 0, [1], dict.fromkeys(LOSS_TYPES, [0.1]))  # no margin
+    with pytest.raises(ValueError, match="2 values for 1 ann ids"):
+        tracker.record(0, 0, [1], {**dict.fromkeys(LOSS_TYPES, [0.1]), "margin": [0.1, 0.2]})
+    tracker.record(0, 0, [1], dict.fromkeys(TRACKED_TYPES, [0.1]))
     tracker.close()
     with pytest.raises(OtxNldError, match="earlier run"):
         LossDynamicsTracker(tmp_path / "stats", train)
@@ -73,7 +77,7 @@ def test_datumaro_export_and_never_matched(train, tmp_path):
     assert set(boxes) == {b.ann_id for _, b in train.iter_boxes()} - {2, 9}
     for ann in boxes.values():
         assert ann["attributes"]["iters"] == list(range(6))
-        for t in LOSS_TYPES:
+        for t in TRACKED_TYPES:
             assert len(ann["attributes"][f"loss_dynamics_{t}"]) == 6
     assert {b["ann_id"] for b in load_never_matched(out)} == {2, 9}
     assert {i["id"] for i in data["items"]} == {i.id for i in train}

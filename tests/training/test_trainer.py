@@ -53,12 +53,12 @@ def test_outputs_and_determinism(data, tmp_path):
     rows_a, rows_b = _rows(out), _rows(tmp_path / "b")
     assert len(rows_a) > 0
     assert list(rows_a.columns) == ["iteration", "epoch", "item_id", "subset", "ann_id", "label_id",
-                                    "cls", "bbox", "centerness"]
+                                    "cls", "bbox", "centerness", "margin"]
     assert rows_a.equals(rows_b)
     labels = {b.ann_id: (i.id, b.label) for i, b in data.iter_boxes()}
     for row in rows_a.itertuples():
         assert labels[row.ann_id] == (row.item_id, row.label_id)
-    assert np.isfinite(rows_a[["cls", "bbox", "centerness"]].to_numpy()).all()
+    assert np.isfinite(rows_a[["cls", "bbox", "centerness", "margin"]].to_numpy()).all()
     for key, value in _weights(out / "checkpoints/last.pt").items():
         assert torch.equal(value, _weights(tmp_path / "b" / "checkpoints/last.pt")[key]), key
 
