@@ -70,6 +70,9 @@ class AugmentConfig(BaseModel):
 
     hflip: float = Field(0.5, ge=0, le=1)
     vflip: float = Field(0.0, ge=0, le=1)
+    # Probability of a quarter turn (+-90 degrees, canvas expanded): only where every class
+    # looks the same rotated (dice faces, aerial views), so off by default.
+    rot90: float = Field(0.0, ge=0, le=1)
     scale_range: tuple[float, float] = (1.0, 1.0)  # random zoom factor (RandomAffine scale)
     crop: float = Field(0.0, ge=0, le=1)  # probability of an SSD-style RandomIoUCrop
     brightness: float = Field(0.0, ge=0, le=1)

@@ -56,11 +56,38 @@ def letterbox_scale(height: int, width: int, input_size: tuple[int, int]) -> flo
     return min(input_size[0] / height, input_size[1] / width)
 
 
+class RandomRotate90(v2.Transform):
+    """Rotate by a quarter turn (+90 or -90 degrees, equally likely) with probability ``p``.
+
+    The canvas is expanded (a H x W image becomes W x H), so nothing is cut off and boxes stay
+    exact: a quarter turn maps a box's corners onto the rotated box's corners. Only for data
+    whose classes survive the rotation (dice faces, aerial views; not digits or text).
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.p = p
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        if torch.rand(()) >= self.p:
+            return {"angle": 0.0}
+        return {"angle": 90.0 if torch.rand(()) < 0.5 else -90.0}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["angle"] == 0.0:
+            return inpt
+        return self._call_kernel(v2.functional.rotate, inpt, angle=params["angle"], expand=True)
+
+
 def build_augmentation(cfg: AugmentConfig) -> v2.Transform:
     """The training augmentation pipeline (before letterboxing); identity ops are skipped."""
     ops: list[v2.Transform] = []
     if cfg.brightness or cfg.contrast or cfg.saturation or cfg.hue:
         ops.append(v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue))
+    if cfg.rot90 > 0:
+        ops.append(RandomRotate90(cfg.rot90))
     if cfg.scale_range != (1.0, 1.0):
         ops.append(v2.RandomAffine(degrees=0.0, scale=cfg.scale_range))
     if cfg.crop > 0:

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import tv_tensors
 
 from otx_nld.data.dataset import Box, Dataset, Item
-from otx_nld.data.loader import DetectionDataset, collate, letterbox_scale, make_loader
+from otx_nld.data.loader import DetectionDataset, RandomRotate90, collate, letterbox_scale, make_loader
 from otx_nld.errors import DatasetError
 from otx_nld.recipe import AugmentConfig, DataConfig
 
@@ -49,7 +50,8 @@ def _check_ids_follow_boxes(image, target, data):
 @pytest.mark.parametrize(
     "augment",
     [AugmentConfig(hflip=1.0), AugmentConfig(hflip=0.5, vflip=0.5),
-     AugmentConfig(hflip=0.0, crop=1.0), AugmentConfig(hflip=0.5, scale_range=(0.6, 1.4), crop=0.5)],
+     AugmentConfig(hflip=0.0, crop=1.0), AugmentConfig(hflip=0.5, scale_range=(0.6, 1.4), crop=0.5),
+     AugmentConfig(hflip=0.0, rot90=1.0), AugmentConfig(hflip=0.5, vflip=0.5, rot90=0.5, scale_range=(0.8, 1.2))],
 )
 def test_ann_ids_follow_their_boxes_through_augmentation(painted, augment):
     data = DataConfig(input_size=(96, 128))
@@ -97,3 +99,22 @@ def test_unreadable_image_names_the_file(painted, tmp_path):
     ds = painted.with_items([painted.items[0].replace(image_path=tmp_path / "gone.png")])
     with pytest.raises(DatasetError, match="gone.png: image file does not exist"):
         DetectionDataset(ds, DataConfig(input_size=(64, 64)))[0]
+
+
+def test_quarter_turn_keeps_boxes_exact():
+    image = tv_tensors.Image(torch.zeros(3, 40, 60, dtype=torch.uint8))
+    image[:, 5:15, 10:30] = 255
+    boxes = tv_tensors.BoundingBoxes(torch.tensor([[10.0, 5, 30, 15]]), format="XYXY", canvas_size=(40, 60))
+    seen = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        out, out_boxes = RandomRotate90(1.0)(image, boxes)
+        assert out.shape == (3, 60, 40) and out_boxes.canvas_size == (60, 40)
+        ys, xs = torch.nonzero(out[0] > 0, as_tuple=True)
+        painted_extent = [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+        assert out_boxes[0].tolist() == pytest.approx(painted_extent, abs=1e-4)
+        seen.add(tuple(painted_extent))
+    assert len(seen) == 2  # both directions happen
+    torch.manual_seed(0)
+    same, same_boxes = RandomRotate90(0.0)(image, boxes)
+    assert torch.equal(same, image) and torch.equal(same_boxes, boxes)
