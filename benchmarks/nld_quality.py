@@ -75,6 +75,8 @@ SCORE_CONFIGS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("mean_margin (AUM)", "mean", "margin", {}),
     ("late_mean_margin", "late_mean", "margin", {}),
     ("rank_avg_cls+margin", "rank_avg", "cls", {"types": ("cls", "margin")}),
+    ("rank_max_cls+bbox", "rank_max", "cls+bbox", {}),
+    ("rank_max_margin+bbox", "rank_max", "margin+bbox", {}),
 ]
 
 _DATUMARO_SCRIPT = """

@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tracked value: cls, bbox, centerness, margin (class margin) or a sum like "
                         "cls+bbox (default cls)")
     p.add_argument("--score", default=None, metavar="NAME",
-                   help="box score: ema (the tutorial's), mean, late_mean, label_norm, rank_avg, final "
+                   help="box score: ema (the tutorial's), mean, late_mean, label_norm, rank_avg, rank_max, final "
                         "(default: the recommended one, otx_nld.analysis.report.DEFAULT_SCORE; the "
                         "summary names the score used)")
     p.add_argument("--alpha", type=float, default=0.001,

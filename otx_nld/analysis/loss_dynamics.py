@@ -24,6 +24,8 @@ Scores (:data:`SCORES`, chosen by name; higher = more likely a noisy label):
 - ``label_norm`` -- the box's mean loss divided by the median box mean of its label;
 - ``rank_avg`` -- average over cls, bbox and centerness of the percentile rank of the box's
   mean loss of that type;
+- ``rank_max`` -- the highest, over the tracked types of a combination (``cls+bbox``), of
+  the percentile rank of the box's ``late_mean`` of that type;
 - ``final`` -- the loss at the box's last observation.
 
 Every score works on any tracked type. Besides the losses, our runs track ``margin`` (largest
@@ -550,14 +552,17 @@ def score_late_mean(analyzer: LossDynamicsAnalyzer, fraction: float = 0.5) -> np
     training the model fits clean boxes; noisy ones stay hard). A box without an observation in
     the window scores its last observation's loss.
     """
-    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
-        raise ConfigError(f"late_mean: fraction must be in (0, 1], got {fraction!r}")
-    stats = analyzer.stats
+    return _late_mean(analyzer.stats, analyzer.loss, fraction, "late_mean")
+
+
+def _late_mean(stats: LossStats, values: np.ndarray, fraction: float, score: str) -> np.ndarray:
+    if isinstance(fraction, bool) or not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise ConfigError(f"{score}: fraction must be in (0, 1], got {fraction!r}")
     first, last = int(stats.iteration.min()), int(stats.iteration.max())
     late = stats.iteration >= last - fraction * (last - first)
     n = np.bincount(stats.box, weights=late, minlength=stats.num_boxes)
-    total = np.bincount(stats.box, weights=np.where(late, analyzer.loss, 0.0), minlength=stats.num_boxes)
-    fallback = analyzer.loss[stats.last_rows]
+    total = np.bincount(stats.box, weights=np.where(late, values, 0.0), minlength=stats.num_boxes)
+    fallback = values[stats.last_rows]
     return np.where(n > 0, total / np.maximum(n, 1), fallback)
 
 
@@ -604,6 +609,20 @@ def score_rank_avg(analyzer: LossDynamicsAnalyzer,
     return np.mean([_percentile_rank(_group_mean(analyzer, stats.losses[t])) for t in types], axis=0)
 
 
+def score_rank_max(analyzer: LossDynamicsAnalyzer, fraction: float = 0.5) -> np.ndarray:
+    """For each tracked type of the combination (``cls+bbox`` -> cls and bbox, not their sum),
+    the percentile rank of the box's :func:`late_mean <score_late_mean>` of that type; the
+    score is the highest of them.
+
+    A union of detectors: a box extreme in any one type ranks high (a flipped label in
+    ``cls``, a shifted box in ``bbox``), where a sum lets the type with the larger scale
+    dominate and an average dilutes a signal that shows in one type only.
+    """
+    stats = analyzer.stats
+    return np.max([_percentile_rank(_late_mean(stats, stats.losses[t], fraction, "rank_max"))
+                   for t in analyzer.loss_types], axis=0)
+
+
 def score_final(analyzer: LossDynamicsAnalyzer) -> np.ndarray:
     """The tracked loss at the box's last observation (its last epoch's loss when, as usual,
     a box is observed once per epoch)."""
@@ -617,6 +636,7 @@ SCORES: Mapping[str, ScoreFunction] = MappingProxyType({
     "late_mean": score_late_mean,
     "label_norm": score_label_norm,
     "rank_avg": score_rank_avg,
+    "rank_max": score_rank_max,
     "final": score_final,
 })
 """Score name -> ``function(analyzer, **score_options) -> (B,) float64`` (higher = noisier)."""

@@ -109,7 +109,7 @@ def test_alternative_scores(hand):
         return dict(zip(hand.keys(), a.box_scores.tolist()))
 
     a1, a3, b2, c7 = hand.keys()
-    assert set(SCORES) == {"ema", "mean", "late_mean", "label_norm", "rank_avg", "final"}
+    assert set(SCORES) == {"ema", "mean", "late_mean", "label_norm", "rank_avg", "rank_max", "final"}
     mean = score("mean")
     assert mean[a1] == pytest.approx(0.2) and mean[b2] == pytest.approx(0.7) and mean[c7] == 3.0
     assert score("final")[b2] == 0.9
@@ -133,6 +133,20 @@ def test_alternative_scores(hand):
     assert score("rank_avg", types=("cls",)) == pytest.approx(cls_rank)
     with pytest.raises(ConfigError, match="rank_avg"):
         score("rank_avg", types=("nope",))
+    # rank_max over the combination's types (fraction 1: late mean == mean, same ranks as above).
+    union = score("rank_max", "cls+bbox", fraction=1.0)
+    for key in hand.keys():
+        assert union[key] == pytest.approx(max(cls_rank[key], bbox_rank[key]))
+    single = score("rank_max", "cls")  # one type: the late_mean ranking, as percentiles
+    assert sorted(hand.keys(), key=single.get) == sorted(hand.keys(), key=late.get)
+    with pytest.raises(ConfigError, match="rank_max: fraction"):
+        score("rank_max", fraction=2)
+
+
+def test_label_norm_needs_non_negative_values():
+    signed = hand_stats([("a", "train", 1, 0, 0, -0.5, 0.1, 0.1), ("b", "train", 2, 0, 0, 0.5, 0.1, 0.1)])
+    with pytest.raises(ConfigError, match="label_norm: needs non-negative"):
+        LossDynamicsAnalyzer(signed, "cls", score="label_norm")
 
 
 def test_custom_score_function_and_bad_options(hand):
