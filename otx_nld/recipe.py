@@ -30,7 +30,7 @@ class ModelConfig(BaseModel):
     """The ATSS detector."""
     model_config = _STRICT
 
-    backbone: Literal["cpu_plain", "cpu_plain_m", "mobilenet_v2", "resnet18", "resnet50"] = "cpu_plain"
+    backbone: Literal["cpu_plain", "mobilenet_v2", "resnet18", "resnet50"] = "cpu_plain"
     weights: str | None = None  # local backbone state dict; None = random init
     fpn_channels: int = Field(64, ge=8)
     head_convs: int = Field(2, ge=1)

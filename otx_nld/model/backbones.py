@@ -116,12 +116,6 @@ def build_cpu_plain(
     return Backbone(net, net.out_channels)
 
 
-def build_cpu_plain_m(weights_path: str | Path | None = None) -> Backbone:
-    """:func:`build_cpu_plain` one conv deeper at stride 4 and at stride 8 (1.13x the step time):
-    a larger receptive field at P3, where the dice's pip patterns are told apart."""
-    return build_cpu_plain(weights_path, depths=(1, 2, 3, 2, 2))
-
-
 def build_mobilenet_v2(weights_path: str | Path | None = None) -> Backbone:
     """torchvision MobileNetV2 (width 1.0), taps after 32 ch (s8), 96 ch (s16), 320 ch (s32).
 
@@ -161,7 +155,6 @@ def build_resnet50(weights_path: str | Path | None = None) -> Backbone:
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
     "cpu_plain": build_cpu_plain,
-    "cpu_plain_m": build_cpu_plain_m,
     "mobilenet_v2": build_mobilenet_v2,
     "resnet18": build_resnet18,
     "resnet50": build_resnet50,
