@@ -30,6 +30,7 @@ from benchmarks._common import write_results
 from otx_nld.deploy.benchmark import markdown_table, run_benchmark
 from otx_nld.deploy.export import export_checkpoint
 from otx_nld.deploy.quantize import quantize_ir
+from otx_nld.training.trainer import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = ROOT / "outputs/demo/run/checkpoints/best.pt"
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="keep the exported models here (default: temp)")
     parser.add_argument("--note", dest="notes", action="append", default=None, metavar="TEXT",
                         help="a note stored with the results (e.g. what an earlier run measured); repeatable")
+    parser.add_argument("--name", default="inference",
+                        help="results file name in results/ (e.g. inference_mobilenetv2 for another model)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update results/")
     args = parser.parse_args()
 
@@ -78,11 +81,15 @@ def main() -> None:
     met = {"fp32_vs_eager_latency": achieved["fp32_vs_eager_latency"] >= GOALS["fp32_vs_eager_latency"],
            "int8_vs_fp32_latency": achieved["int8_vs_fp32_latency"] >= GOALS["int8_vs_fp32_latency"],
            "int8_map50_drop": achieved["int8_map50_drop"] <= GOALS["int8_map50_drop_max"]}
-    results.update(checkpoint=str(args.checkpoint), calibration_samples=args.samples, goals=GOALS,
+    results.update(checkpoint=str(args.checkpoint), recipe=load_checkpoint(args.checkpoint)["recipe"]["name"],
+                   calibration_samples=args.samples, goals=GOALS,
                    notes=args.notes or [],
                    achieved=achieved, goals_met=met,
                    load_average_1min={"before": round(load_before[0], 2), "after": round(load_after[0], 2)})
-    table = "# Inference: PyTorch eager vs OpenVINO FP32 vs INT8\n\n" + markdown_table(results) + (
+    recipe = load_checkpoint(args.checkpoint)["recipe"]
+    recipe_text = f"{recipe['name']}, input {'x'.join(map(str, recipe['data']['input_size']))}"
+    title = f"# Inference: PyTorch eager vs OpenVINO FP32 vs INT8 ({recipe_text})\n\n"
+    table = title + markdown_table(results) + (
         f"\nOpenVINO FP32 vs eager: p50 {achieved['fp32_vs_eager_latency']:.2f}x (goal >= 2x), throughput "
         f"{achieved['fp32_vs_eager_throughput']:.2f}x; INT8 vs FP32: p50 {achieved['int8_vs_fp32_latency']:.2f}x "
         f"(goal >= 1.5x), throughput {achieved['int8_vs_fp32_throughput']:.2f}x; INT8 mAP@0.5 drop "
@@ -92,7 +99,7 @@ def main() -> None:
         + "".join(f"\nNote: {note}\n" for note in args.notes or []))
     print(table)
     if not args.no_write:
-        print(f"wrote {write_results('inference', results, table)}")
+        print(f"wrote {write_results(args.name, results, table)}")
 
 
 if __name__ == "__main__":
