@@ -230,10 +230,21 @@ class Trainer:
     # -- the run --------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        """Train for the recipe's epochs (or the rest of them when resuming)."""
+        """Train for the recipe's epochs (or the rest of them when resuming).
+
+        ``train.threads`` applies to this run only: torch's thread count is restored after it
+        (a later step of the same process, e.g. the demo's benchmark, gets all cores again).
+        """
+        previous_threads = torch.get_num_threads()
+        if self.recipe.train.threads:
+            torch.set_num_threads(self.recipe.train.threads)
+        try:
+            return self._fit()
+        finally:
+            torch.set_num_threads(previous_threads)
+
+    def _fit(self) -> TrainResult:
         r = self.recipe
-        if r.train.threads:
-            torch.set_num_threads(r.train.threads)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         r.save(self.out_dir / "recipe.yaml")
         atomic_write_json(self.out_dir / "run.json", {

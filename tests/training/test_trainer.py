@@ -115,3 +115,10 @@ def test_training_data_must_have_unique_ann_ids(data, tmp_path):
 def test_lr_schedule(overrides, iteration, expected):
     recipe = load_recipe("test_tiny", ["optimizer.lr=1.0", *overrides])
     assert lr_at(recipe, iteration, 100) == pytest.approx(expected)
+
+
+def test_thread_limit_applies_to_the_run_only(data, tmp_path):
+    before = torch.get_num_threads()
+    limit = 1 if before != 1 else 2
+    _fit(data, tmp_path / "run", 1, overrides=[f"train.threads={limit}"])
+    assert torch.get_num_threads() == before
