@@ -81,12 +81,12 @@ def main() -> None:
     met = {"fp32_vs_eager_latency": achieved["fp32_vs_eager_latency"] >= GOALS["fp32_vs_eager_latency"],
            "int8_vs_fp32_latency": achieved["int8_vs_fp32_latency"] >= GOALS["int8_vs_fp32_latency"],
            "int8_map50_drop": achieved["int8_map50_drop"] <= GOALS["int8_map50_drop_max"]}
-    results.update(checkpoint=str(args.checkpoint), recipe=load_checkpoint(args.checkpoint)["recipe"]["name"],
+    recipe = load_checkpoint(args.checkpoint)["recipe"]
+    results.update(checkpoint=str(args.checkpoint), recipe=recipe["name"],
                    calibration_samples=args.samples, goals=GOALS,
                    notes=args.notes or [],
                    achieved=achieved, goals_met=met,
                    load_average_1min={"before": round(load_before[0], 2), "after": round(load_after[0], 2)})
-    recipe = load_checkpoint(args.checkpoint)["recipe"]
     recipe_text = f"{recipe['name']}, input {'x'.join(map(str, recipe['data']['input_size']))}"
     title = f"# Inference: PyTorch eager vs OpenVINO FP32 vs INT8 ({recipe_text})\n\n"
     table = title + markdown_table(results) + (

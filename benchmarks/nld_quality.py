@@ -98,14 +98,14 @@ def datumaro_scores(run: Path) -> dict[tuple[str, str, int], float]:
 
 def analyze_run(run: Path, truth: NoiseTruth, with_datumaro: bool) -> dict[str, dict[str, Any]]:
     """Metrics of every score config on one run."""
-    from otx_nld.analysis.loss_dynamics import LossDynamicsAnalyzer, LossStats
+    from otx_nld.analysis.loss_dynamics import LossDynamicsAnalyzer, LossStats, parse_loss_types
     from otx_nld.analysis.metrics import evaluate_scores
 
     stats = LossStats.load(run)
     found = {}
     positives = len(truth.changes) - truth.counts()["drop"]
     for name, score, loss, options in SCORE_CONFIGS:
-        if not set(loss.split("+")) | set(options.get("types", ())) <= set(stats.losses):
+        if not set(parse_loss_types(loss)) | set(options.get("types", ())) <= set(stats.losses):
             continue  # e.g. margin, in runs tracked before it existed
         analyzer = LossDynamicsAnalyzer(stats, tracking_loss_type=loss, score=score, score_options=options)
         found[name] = evaluate_scores(analyzer.scores(), truth, ks=[positives]).as_dict()

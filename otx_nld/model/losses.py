@@ -9,10 +9,6 @@ import torch
 from torch import Tensor
 
 
-TRACKED_VALUES = ("cls", "bbox", "centerness", "margin")
-"""The per-annotation values of :class:`AnnotationLosses`, in the stats' column order."""
-
-
 @dataclass
 class AnnotationLosses:
     """Per-GT-box losses of one training step, one row per box that got >= 1 positive anchor.
@@ -46,7 +42,8 @@ class AnnotationLosses:
         """The tracked values as numpy arrays by name (``cls``, ``bbox``, ``centerness``,
         ``margin``): what :meth:`LossDynamicsTracker.record
         <otx_nld.training.tracking.LossDynamicsTracker.record>` takes."""
-        return {name: getattr(self, name).detach().cpu().numpy() for name in TRACKED_VALUES}
+        return {name: getattr(self, name).detach().cpu().numpy()
+                for name in ("cls", "bbox", "centerness", "margin")}
 
     def _tensors(self) -> tuple[Tensor, ...]:
         return (self.ann_ids, self.batch_index, self.cls, self.bbox, self.centerness, self.margin, self.num_pos)

@@ -29,12 +29,13 @@ import pyarrow.parquet as pq
 from otx_nld.data.dataset import Dataset, Item
 from otx_nld.errors import DatasetError, OtxNldError
 from otx_nld.io import atomic_output_dir, atomic_write_json
-from otx_nld.model.losses import TRACKED_VALUES
 
 LOSS_TYPES = ("cls", "bbox", "centerness")
 """The tracked losses: every stats directory has them."""
-TRACKED_TYPES = TRACKED_VALUES
-"""Every tracked value: :data:`LOSS_TYPES` and ``margin`` (optional when reading)."""
+TRACKED_TYPES = (*LOSS_TYPES, "margin")
+"""Every tracked value, in column order: :data:`LOSS_TYPES` and ``margin`` (optional when
+reading). :meth:`AnnotationLosses.columns <otx_nld.model.losses.AnnotationLosses.columns>` yields
+exactly these; kept here, not imported from the model, so reading stats needs no torch."""
 STATS_SCHEMA = pa.schema([
     ("iteration", pa.int64()), ("epoch", pa.int32()), ("item_id", pa.string()), ("subset", pa.string()),
     ("ann_id", pa.int64()), ("label_id", pa.int32()),
@@ -161,8 +162,8 @@ def export_datumaro(stats_dir: str | Path, dataset: Dataset, out: str | Path, ov
 
     Each training box that got at least one row becomes a bbox with its ann id and attributes
     ``iters``, ``loss_dynamics_cls``, ``loss_dynamics_bbox``, ``loss_dynamics_centerness`` and
-    (when tracked) ``loss_dynamics_margin`` (lists in iteration order); infos are ``{"purpose": "noisy_label_detection", "task":
-    "OTX-Det"}``. Images are referenced, not copied. Boxes with no row in the whole run are
+    (when tracked) ``loss_dynamics_margin`` (lists in iteration order); infos are
+    ``{"purpose": "noisy_label_detection", "task": "OTX-Det"}``. Images are referenced, not copied. Boxes with no row in the whole run are
     left out of the export (Datumaro's analyzer fails on empty series) and listed in
     ``out/never_matched.json``.
     """
